@@ -1,0 +1,37 @@
+# Two commands set up everything: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+MODEL ?= fashion_mnist
+ARGS ?=
+
+.PHONY: serve test train lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUNTIME): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV): requirements.txt requirements-dev.txt $(RUNTIME)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+serve: $(RUNTIME)  ## serve the models in ./models on http://127.0.0.1:8501
+	$(VENV)/bin/gunicorn -c service/gunicorn_conf.py
+
+test: $(DEV)  ## the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: $(DEV)  ## make train MODEL=iris ARGS="--epochs 100"
+	$(PY) -m training $(MODEL) $(ARGS)
+
+lint: $(DEV)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

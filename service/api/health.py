@@ -1,0 +1,21 @@
+"""Liveness and readiness, at the Open Inference Protocol's paths."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from service.api.http import error_response, inference_core, json_response
+
+blueprint = Blueprint("health", __name__, url_prefix="/v2/health")
+
+
+@blueprint.get("/live")
+def live() -> Response:
+    return json_response({"live": True})
+
+
+@blueprint.get("/ready")
+def ready() -> Response:
+    if inference_core().manager.ready():
+        return json_response({"ready": True})
+    return error_response("not ready: a model has no loaded, self-tested version", 503)

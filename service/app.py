@@ -1,0 +1,38 @@
+"""The application factory: configuration in, a Flask app serving every model out."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from service.api import friendly, health, tfserving
+from service.api.http import register_error_handlers
+from service.config import Config
+from service.core.inference import InferenceCore
+from service.repository.manager import ModelManager
+from service.repository.policy import load_policies
+from service.repository.watcher import Watcher
+from service.runtime import configure_tensorflow
+
+
+def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
+    """Build the app and load the models; call it in each worker, after the fork."""
+    config = config or Config.from_env()
+    configure_tensorflow(config)
+    manager = ModelManager(config.model_base_path, load_policies(config.model_config))
+    manager.refresh()
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["config"] = config
+    app.extensions["inference_core"] = InferenceCore(manager, config)
+    register_error_handlers(app)
+    app.register_blueprint(tfserving.blueprint)
+    app.register_blueprint(friendly.blueprint)
+    app.register_blueprint(health.blueprint)
+
+    if watch and config.poll_seconds > 0:
+        watcher = Watcher(manager, config.poll_seconds)
+        watcher.start()
+        app.extensions["watcher"] = watcher
+    return app

@@ -1,0 +1,1 @@
+"""Codecs: wire formats (JSON tensors, images) to numpy arrays and back."""

@@ -1,0 +1,119 @@
+"""JSON values to numpy arrays, strictly: wrong shapes, strings, booleans and ragged lists
+are refused with a message that says which instance and which position."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput
+from service.repository.servable import TensorSpec
+
+_NUMERIC_KINDS = {"f", "i", "u"}
+
+
+def to_array(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
+    """Convert the batch `value` (a list of instances) for input `spec`."""
+    if spec.dtype == "object":
+        return _to_bytes_array(value, where)
+    if spec.dtype == "bool":
+        array = _strict_array(value, where, {"b"})
+    else:
+        array = _strict_array(value, where, _NUMERIC_KINDS)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidInput(f"{where}: NaN and Infinity are not accepted ({_first_bad(array)})")
+    return array.astype(spec.dtype, copy=False)
+
+
+def _strict_array(value: Any, where: str, kinds: set[str]) -> np.ndarray:
+    if not isinstance(value, list):
+        value = [value]
+    try:
+        array = np.array(value)
+    except ValueError:
+        raise InvalidInput(f"{where}: {_ragged_detail(value)}") from None
+    if array.dtype.kind not in kinds:
+        raise InvalidInput(f"{where}: {_wrong_kind_detail(value, kinds)}")
+    return array
+
+
+def decode_b64(value: Any, where: str) -> bytes:
+    if not isinstance(value, dict) or set(value) != {"b64"} or not isinstance(value["b64"], str):
+        raise InvalidInput(f'{where}: binary values must be {{"b64": "<base64 string>"}}')
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{where}: b64 value is not valid base64") from None
+
+
+def _to_bytes_array(value: Any, where: str) -> np.ndarray:
+    items = value if isinstance(value, list) else [value]
+    converted = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            converted.append(item.encode())
+        elif isinstance(item, dict):
+            converted.append(decode_b64(item, f"{where}, instance {index}"))
+        else:
+            raise InvalidInput(f"{where}, instance {index}: expected a string or {{\"b64\": ...}}")
+    return np.array(converted, dtype=object)
+
+
+def shape_text(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("any" if d is None else str(d) for d in shape) + "]"
+
+
+def _first_bad(array: np.ndarray) -> str:
+    position = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+    return f"instance {position[0]}, position {list(position[1:])}: {array[position]}"
+
+
+def _ragged_detail(value: list[Any]) -> str:
+    """Name the first instance whose nesting differs from the first one's."""
+    reference = _nested_shape(value[0]) if value else None
+    for index, item in enumerate(value):
+        shape = _nested_shape(item)
+        if shape != reference:
+            return (f"instances are ragged: instance 0 has shape {shape_text(reference or ())}, "
+                    f"instance {index} has {shape_text(shape) if shape is not None else 'an irregular shape'}")
+    return "instances are ragged (nested lists of different lengths)"
+
+
+def _nested_shape(item: Any) -> tuple[int, ...] | None:
+    if not isinstance(item, list):
+        return ()
+    inner = {_nested_shape(element) for element in item}
+    if len(inner) > 1:
+        return None
+    sub = inner.pop() if inner else ()
+    return None if sub is None else (len(item), *sub)
+
+
+def _wrong_kind_detail(value: Any, kinds: set[str]) -> str:
+    wanted = "booleans" if kinds == {"b"} else "numbers"
+    found = _first_wrong_leaf(value, kinds, ())
+    if found is None:
+        return f"expected {wanted}"
+    path, bad = found
+    location = f"instance {path[0]}" + (f", position {path[1:]}" if len(path) > 1 else "")
+    return f"{location}: expected {wanted}, got {type(bad).__name__} {_short(bad)}"
+
+
+def _first_wrong_leaf(value: Any, kinds: set[str], path: tuple[int, ...]) -> tuple[list[int], Any] | None:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_wrong_leaf(item, kinds, (*path, index))
+            if found is not None:
+                return found
+        return None
+    is_bool = isinstance(value, bool)
+    ok = is_bool if kinds == {"b"} else (isinstance(value, int | float) and not is_bool)
+    return None if ok else (list(path), value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

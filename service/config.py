@@ -1,0 +1,51 @@
+"""Server settings, read from the environment (twelve-factor), with production defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    model_base_path: Path = Path("models")
+    model_config: Path | None = None          # JSON/YAML: version policy and labels per model
+    poll_seconds: float = 2.0                 # how often each worker rescans model_base_path
+    max_body_bytes: int = 16 * 1024 * 1024    # any request body; larger answers 413
+    max_instances: int = 256                  # instances (rows) in one request
+    max_files: int = 16                       # images in one upload
+    max_image_pixels: int = 40_000_000        # width x height before decoding; larger answers 413
+    tf_intra_op_threads: int = 1              # per worker: workers must not fight for the cores
+    tf_inter_op_threads: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Each field from its upper-case name (`MODEL_BASE_PATH`, `MAX_INSTANCES`, ...)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in fields(cls):
+            raw = environ.get(field.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(field.name, raw, field.type)
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    try:
+        if kind in ("Path", "Path | None"):
+            return Path(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            value = int(raw)
+            if value <= 0:
+                raise ValueError("must be positive")
+            return value
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name.upper()}={raw!r}: {exc}") from None

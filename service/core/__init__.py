@@ -1,0 +1,1 @@
+"""The transport-free data plane: lookup, validation, batching and inference."""

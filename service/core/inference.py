@@ -1,0 +1,36 @@
+"""One core behind every protocol door: find the version, validate, run the signature."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.config import Config
+from service.core.validation import validate_inputs
+from service.errors import NotFound
+from service.repository.manager import ModelManager
+from service.repository.servable import Servable
+
+
+class InferenceCore:
+    def __init__(self, manager: ModelManager, config: Config) -> None:
+        self.manager = manager
+        self.config = config
+
+    def servable(self, name: str, version: str | int | None = None, label: str | None = None) -> Servable:
+        """The version a request names: by number, by label, or by default the highest served."""
+        return self.manager.servable(name, parse_version(version), label)
+
+    def infer(self, servable: Servable, inputs: dict[str, np.ndarray],
+              signature_name: str | None = None) -> dict[str, np.ndarray]:
+        signature = servable.signature(signature_name)
+        validate_inputs(inputs, signature, servable.card, self.config.max_instances)
+        typed = {name: array.astype(signature.inputs[name].dtype, copy=False) for name, array in inputs.items()}
+        return signature(typed)
+
+
+def parse_version(version: str | int | None) -> int | None:
+    if version is None or isinstance(version, int):
+        return version
+    if not version.isascii() or not version.isdigit() or len(version) > 18 or int(version) == 0:
+        raise NotFound(f"version must be a positive integer, got {version[:40]!r}")
+    return int(version)

@@ -1,0 +1,23 @@
+"""Per-process TensorFlow settings, applied once in each worker before the first model loads."""
+
+from __future__ import annotations
+
+import os
+
+from service.config import Config
+
+_configured = False
+
+
+def configure_tensorflow(config: Config) -> None:
+    """Pin TensorFlow's thread pools: with several workers per machine, one pool per core
+    per worker would oversubscribe the cores and slow every request down."""
+    global _configured  # noqa: PLW0603 - TensorFlow accepts these settings once per process
+    if _configured:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(config.tf_intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(config.tf_inter_op_threads)
+    _configured = True
