@@ -1,0 +1,222 @@
+"""The manager: applies the version policy to what the source finds and hands out loaded versions.
+
+One thread refreshes (at start-up, then the watcher); many request threads read. Readers never
+take a lock: every change builds a new immutable snapshot and swaps it in with one assignment,
+so a reader sees either the old or the new state of a model, never half of a change. A request
+that already holds a Servable keeps using it after its version is unloaded; Python frees the
+model when the last such request is done.
+
+Availability comes first, as in TensorFlow Serving's availability-preserving policy: a new
+version is loaded before the one it replaces is dropped, and a version that fails to load is
+treated as if it were not there, so the last good version keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from service.errors import InvalidInput, NotFound, Unavailable
+from service.repository.loader import LoadError, load_servable, scrub
+from service.repository.policy import ModelPolicies
+from service.repository.servable import Servable
+from service.repository.source import Fingerprint, ModelOnDisk, ModelSource
+
+log = logging.getLogger(__name__)
+
+# TensorFlow Serving's version states (ModelVersionStatus.State), as its status API spells them.
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+STATES = (START, LOADING, AVAILABLE, UNLOADING, END)
+
+Loader = Callable[[str, int, Path], Servable]
+
+
+@dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: str                      # one of STATES
+    error: str | None = None        # why it ended, when it ended by failing
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One model as readers see it; replaced whole, never changed."""
+
+    servables: Mapping[int, Servable] = field(default_factory=lambda: MappingProxyType({}))
+    states: Mapping[int, VersionState] = field(default_factory=lambda: MappingProxyType({}))
+    labels: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class ModelManager:
+    def __init__(self, base_path: Path, policies: ModelPolicies | None = None, loader: Loader = load_servable,
+                 settle_seconds: float = 1.0) -> None:
+        self.base_path = Path(base_path)
+        self._policies = policies if policies is not None else ModelPolicies()
+        self._loader = loader
+        self._source = ModelSource(self.base_path, settle_seconds)
+        self._snapshot: Mapping[str, _Model] = MappingProxyType({})
+        self._refresh_lock = threading.Lock()
+        # Touched only under _refresh_lock.
+        self._failed: dict[tuple[str, int], tuple[Fingerprint, str]] = {}
+        self._ended: set[tuple[str, int]] = set()     # unloaded by policy while still on disk
+
+    # ----------------------------------------------------------------- refresh (one writer)
+
+    def refresh(self) -> None:
+        """Rescan the disk, load what the policy wants, unload what it no longer wants. Never raises."""
+        with self._refresh_lock:
+            try:
+                result = self._source.scan()
+            except Exception:
+                log.exception("scanning %s failed; keeping the loaded models", self.base_path)
+                return
+            if not result.readable:
+                return  # the source said why; a base folder that blinked must not unload everything
+            for name in sorted(set(self._snapshot) | set(result.models)):
+                try:
+                    self._refresh_model(name, result.models.get(name))
+                except Exception:
+                    log.exception("model %r: refresh failed; keeping what is loaded", name)
+
+    def set_policies(self, policies: ModelPolicies) -> None:
+        """Use new policies and labels from the next refresh on (e.g. after the config file changed)."""
+        with self._refresh_lock:
+            self._policies = policies
+
+    def _refresh_model(self, name: str, disk: ModelOnDisk | None) -> None:
+        current = self._snapshot.get(name, _Model())
+        if disk is not None and not disk.readable:
+            return
+        present = disk.present if disk is not None else frozenset()
+        complete = disk.complete if disk is not None else {}
+        loaded = dict(current.servables)
+
+        for key in [k for k in self._failed if k[0] == name]:
+            fingerprint = complete.get(key[1])
+            if key[1] not in present or (fingerprint is not None and fingerprint != self._failed[key][0]):
+                del self._failed[key]  # gone, or changed on disk: worth another try
+        self._ended = {k for k in self._ended if k[0] != name or k[1] in present}
+        failed = {v for (m, v) in self._failed if m == name}
+
+        # A loaded version stays a candidate while its folder exists, even if it is being touched.
+        candidates = (set(complete) | (set(loaded) & present)) - failed
+        policy = self._policies
+        while True:
+            wanted = set(policy.select(name, candidates))
+            to_load = sorted(wanted - set(loaded), reverse=True)
+            if not to_load:
+                break
+            for version in to_load:
+                self._publish(name, loaded, {version: VersionState(version, LOADING)})
+                servable = self._load(name, version, disk, complete[version])
+                if servable is None:
+                    candidates.discard(version)  # next round may fall back to an older version
+                else:
+                    loaded[version] = servable
+                    self._ended.discard((name, version))
+
+        for version in sorted(set(loaded) - wanted):
+            del loaded[version]
+            if version in present:
+                self._ended.add((name, version))
+                log.info("model %r version %d unloaded (version policy: %s)", name, version,
+                         policy.for_model(name).version_policy.describe())
+            else:
+                log.info("model %r version %d unloaded (its folder was removed)", name, version)
+        self._publish(name, loaded)
+
+    def _load(self, name: str, version: int, disk: ModelOnDisk | None, fingerprint: Fingerprint) -> Servable | None:
+        assert disk is not None  # only versions found complete on disk are ever loaded
+        path = disk.path / str(version)
+        try:
+            servable = self._loader(name, version, path)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, LoadError) else \
+                f"model {name!r} version {version}: {type(exc).__name__}: {scrub(exc, path, name, version)}"
+            self._failed[(name, version)] = (fingerprint, message)
+            log.error("load failed, not retried until the folder changes: %s", message)
+            return None
+        log.info("model %r version %d loaded in %.2f s", name, version, servable.loaded_seconds)
+        return servable
+
+    def _publish(self, name: str, loaded: dict[int, Servable],
+                 extra: dict[int, VersionState] | None = None) -> None:
+        states: dict[int, VersionState] = {v: VersionState(v, END) for (m, v) in self._ended if m == name}
+        states.update({v: VersionState(v, END, error) for (m, v), (_, error) in self._failed.items() if m == name})
+        states.update({v: VersionState(v, AVAILABLE) for v in loaded})
+        states.update(extra or {})
+        snapshot = dict(self._snapshot)
+        if states:
+            snapshot[name] = _Model(
+                servables=MappingProxyType(dict(loaded)),
+                states=MappingProxyType(dict(sorted(states.items()))),
+                labels=MappingProxyType(self._policies.labels(name)),
+            )
+        else:
+            snapshot.pop(name, None)
+        self._snapshot = MappingProxyType(snapshot)  # one assignment: readers see old or new, whole
+
+    # ----------------------------------------------------------------- reads (lock-free)
+
+    def servable(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The loaded version asked for: by number, by label, or else the highest available.
+
+        Raises NotFound for an unknown model, version or label (saying what exists), Unavailable
+        while the model's only versions are still loading, InvalidInput for both version and label.
+        """
+        model = self._model(name)
+        if version is not None and label is not None:
+            raise InvalidInput("give a model version or a version label, not both")
+        if label is not None:
+            if label not in model.labels:
+                known = _listing(sorted(model.labels), "labels")
+                raise NotFound(f"model {name!r} has no version label {label!r}; {known}")
+            version = model.labels[label]
+            if version not in model.servables:
+                raise NotFound(f"version label {label!r} of model {name!r} points to version {version}, "
+                               f"which is not loaded; {_listing(sorted(model.servables), 'loaded versions')}")
+        if version is not None:
+            servable = model.servables.get(version)
+            if servable is None:
+                state = model.states.get(version)
+                why = f" (it is {state.state}{', failed to load' if state.error else ''})" if state else ""
+                raise NotFound(f"model {name!r} has no version {version} available{why}; "
+                               f"{_listing(sorted(model.servables), 'available versions')}")
+            return servable
+        if not model.servables:
+            if any(s.state == LOADING for s in model.states.values()):
+                raise Unavailable(f"model {name!r} is loading; try again shortly")
+            raise NotFound(f"model {name!r} has no available version; every version found failed to load")
+        return model.servables[max(model.servables)]
+
+    def model_names(self) -> list[str]:
+        return sorted(self._snapshot)
+
+    def version_states(self, name: str) -> list[VersionState]:
+        """Every version the manager knows of `name`: available, loading, unloaded or failed."""
+        return list(self._model(name).states.values())
+
+    def labels(self, name: str) -> dict[str, int]:
+        return dict(self._model(name).labels)
+
+    def ready(self) -> bool:
+        """At least one model, and every model found has a version to serve."""
+        snapshot = self._snapshot
+        return bool(snapshot) and all(model.servables for model in snapshot.values())
+
+    def _model(self, name: str) -> _Model:
+        snapshot = self._snapshot
+        model = snapshot.get(name)
+        if model is None:
+            raise NotFound(f"model {name!r} not found; {_listing(sorted(snapshot), 'models')}")
+        return model
+
+
+def _listing(items: list[object], what: str) -> str:
+    if not items:
+        return f"there are no {what}"
+    return f"{what}: {', '.join(str(i) for i in items)}"
