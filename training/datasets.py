@@ -98,6 +98,9 @@ def _read_iris_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     features = np.empty((len(rows), len(IRIS_FEATURES)), dtype=np.float32)
     labels = np.empty(len(rows), dtype=np.int64)
     for line, row in enumerate(rows, start=2):
+        short = [c for c in (*IRIS_FEATURES, "species") if row[c] is None]
+        if short:  # csv.DictReader fills the columns of a short row with None
+            raise TrainingError(f"{path}:{line}: missing value(s) for {', '.join(short)}")
         for col, name in enumerate(IRIS_FEATURES):
             try:
                 features[line - 2, col] = float(row[name])

@@ -42,12 +42,15 @@ def train(
     verbose: int = 2,
 ) -> Path:
     """Train `recipe`, export it as the next version under `output_dir` and return its folder."""
-    import keras
-
     model_dir = prepare_model_dir(output_dir, recipe.name)
     data = recipe.load(data_dir, hp).limited(train_limit, test_limit)
     if len(data.x_train) == 0 or len(data.x_test) == 0:
         raise TrainingError("no training or test samples left after the limits")
+
+    # Imported only once the folder and the data are known good: importing TensorFlow writes
+    # C++ log lines to stderr that TF_CPP_MIN_LOG_LEVEL does not silence, which would bury
+    # the one-line "error: ..." of a bad option under noise.
+    import keras
 
     keras.utils.set_random_seed(hp.seed)
     model = recipe.build(data, hp)
