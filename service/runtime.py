@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from service.config import Config
@@ -18,6 +19,10 @@ def configure_tensorflow(config: Config) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(config.tf_intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(config.tf_inter_op_threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(config.tf_intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(config.tf_inter_op_threads)
+    except RuntimeError:
+        # Already running (an app built inside a process that used TensorFlow, as tests do).
+        logging.getLogger(__name__).warning("TensorFlow already initialised; thread pools left as they are")
     _configured = True

@@ -79,7 +79,7 @@ class GunicornServer:
             try:
                 if requests.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"gunicorn not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")

@@ -7,6 +7,9 @@ bodies, key for key (https://www.tensorflow.org/tfx/serving/api_rest#example).
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import tensorflow as tf
 
@@ -38,6 +41,10 @@ def docs_client(tmp_path_factory):
     base = tmp_path_factory.mktemp("docs_models")
     module = HalfPlusThree()
     tf.saved_model.save(module, str(base / "half_plus_three" / "123"), signatures={"serving_default": module.serve})
+    # The source serves a version only once its files have settled; these were written just now.
+    past = time.time() - 60
+    for path in base.rglob("*"):
+        os.utime(path, (past, past))
     return create_app(Config(model_base_path=base, poll_seconds=0), watch=False).test_client()
 
 

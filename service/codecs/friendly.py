@@ -44,7 +44,7 @@ def describe(servable: Servable, outputs: dict[str, np.ndarray]) -> list[dict[st
     if card.task == "classification" and values is not None:
         return [_classification(row, card) for row in values]
     if card.task == "regression" and values is not None:
-        return [{"value": float(row.reshape(-1)[0])} for row in values]
+        return [{"value": row.reshape(-1)[0]} for row in values]
     batch = len(next(iter(outputs.values())))
     return [{"outputs": {name: array[i] for name, array in outputs.items()}} for i in range(batch)]
 
@@ -55,8 +55,9 @@ def _classification(row: np.ndarray, card: ModelCard) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "label": names[top],
         "class_id": top,
-        "probability": float(row[top]),
-        "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)},
+        # numpy float32 scalars: orjson writes them as the same short numbers as /v1 does.
+        "probability": row[top],
+        "probabilities": dict(zip(names, row, strict=True)),
     }
     if card.class_names_es:
         entry["label_es"] = card.class_names_es[top]
