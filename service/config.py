@@ -17,6 +17,7 @@ class Config:
     max_instances: int = 256                  # instances (rows) in one request
     max_files: int = 16                       # images in one upload
     max_image_pixels: int = 40_000_000        # width x height before decoding; larger answers 413
+    compiled_path: bool = True               # run signatures on LiteRT where they reproduce the SavedModel
     tf_intra_op_threads: int = 1              # per worker: workers must not fight for the cores
     tf_inter_op_threads: int = 1
 

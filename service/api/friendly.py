@@ -11,7 +11,7 @@ from flask import Blueprint, Response, request, send_file, url_for
 from service.api.http import inference_core, json_response, read_json
 from service.codecs import friendly
 from service.codecs.images import prepare_image
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType
 from service.repository.servable import Servable
 
 blueprint = Blueprint("friendly", __name__, url_prefix="/api")
@@ -36,7 +36,7 @@ def _summary(name: str) -> dict[str, Any]:
     }
     try:
         servable = manager.servable(name)
-    except NotFound:
+    except (NotFound, Unavailable):
         return entry
     card = servable.card
     metrics = card.raw.get("evaluation", {})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from service.repository.card import CardError, read_card
+from service.repository.compiled import compile_signatures
 from service.repository.servable import Servable, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ class LoadError(Exception):
         self.message = message
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
+def load_servable(name: str, version: int, path: Path, compile_litert: bool = True) -> Servable:
     """Load `path` as version `version` of model `name`, self-test it, and return it.
+
+    With `compile_litert`, signatures that reproduce the SavedModel as LiteRT run on it.
 
     Raises LoadError for anything that goes wrong (unreadable SavedModel, no usable signature,
     bad card, golden outputs not reproduced).
@@ -64,6 +67,8 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
             _self_test(card.golden, signatures, where)
         else:
             _warm_up(signatures[default], where)
+        if compile_litert and card.golden is not None:
+            signatures = compile_signatures(path, signatures, _probes(card.golden, signatures), where)
     except LoadError:
         raise
     except Exception as exc:
@@ -150,6 +155,13 @@ def _self_test(golden: dict[str, Any], signatures: dict[str, Signature], where: 
             worst = float(np.nanmax(np.abs(actual_f - expected_f))) if actual_f.size else float("nan")
             raise LoadError(f"{where}: golden output {key!r} differs by {worst:.3g} > atol {atol:g} "
                             f"(rtol {GOLDEN_RTOL:g}); the model does not reproduce its recorded outputs")
+
+
+def _probes(golden: dict[str, Any], signatures: dict[str, Signature]) -> dict[str, dict[str, np.ndarray]]:
+    """The golden inputs, for every signature that takes the same inputs as the golden one."""
+    source = signatures[golden.get("signature_name", "serving_default")]
+    inputs = {key: np.asarray(value, dtype=source.inputs[key].dtype) for key, value in golden["inputs"].items()}
+    return {key: inputs for key, sig in signatures.items() if sig.inputs == source.inputs}
 
 
 def _warm_up(signature: Signature, where: str) -> None:

@@ -28,11 +28,12 @@ class Signature:
     outputs: dict[str, TensorSpec]
     function: Callable[..., dict[str, Any]] = field(repr=False, compare=False)
     method_name: str = "tensorflow/serving/predict"
+    backend: str = "tensorflow"        # or "litert" once compiled (see repository/compiled.py)
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on a batch already validated against `inputs`; returns numpy arrays by output key."""
         results = self.function(**inputs)
-        return {key: value.numpy() for key, value in results.items()}
+        return {key: value if isinstance(value, np.ndarray) else value.numpy() for key, value in results.items()}
 
 
 @dataclass(frozen=True)
