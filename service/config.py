@@ -17,6 +17,10 @@ class Config:
     max_instances: int = 256                  # instances (rows) in one request
     max_files: int = 16                       # images in one upload
     max_image_pixels: int = 40_000_000        # width x height before decoding; larger answers 413
+    batching: bool = True                     # adaptive micro-batching per worker and signature
+    batch_max_size: int = 32                  # instances in one model call
+    batch_max_wait_us: int = 500              # how long the first request waits for company
+    batch_queue_size: int = 256               # requests waiting per signature; beyond it, 503
     compiled_path: bool = True               # run signatures on LiteRT where they reproduce the SavedModel
     tf_intra_op_threads: int = 1              # per worker: workers must not fight for the cores
     tf_inter_op_threads: int = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from service.config import Config
+from service.core.batching import Batcher, QueueObserver
 from service.core.validation import validate_inputs
 from service.errors import NotFound
 from service.repository.manager import ModelManager
@@ -12,9 +13,13 @@ from service.repository.servable import Servable
 
 
 class InferenceCore:
-    def __init__(self, manager: ModelManager, config: Config) -> None:
+    def __init__(self, manager: ModelManager, config: Config, observe_queue: QueueObserver | None = None) -> None:
         self.manager = manager
         self.config = config
+        self.batcher = (
+            Batcher(config.batch_max_size, config.batch_max_wait_us, config.batch_queue_size, observe_queue)
+            if config.batching else None
+        )
 
     def servable(self, name: str, version: str | int | None = None, label: str | None = None) -> Servable:
         """The version a request names: by number, by label, or by default the highest served."""
@@ -23,9 +28,11 @@ class InferenceCore:
     def infer(self, servable: Servable, inputs: dict[str, np.ndarray],
               signature_name: str | None = None) -> dict[str, np.ndarray]:
         signature = servable.signature(signature_name)
-        validate_inputs(inputs, signature, servable.card, self.config.max_instances)
+        rows = validate_inputs(inputs, signature, servable.card, self.config.max_instances)
         typed = {name: array.astype(signature.inputs[name].dtype, copy=False) for name, array in inputs.items()}
-        return signature(typed)
+        if self.batcher is None:
+            return signature(typed)
+        return self.batcher.run(servable, signature, typed, rows)
 
 
 def parse_version(version: str | int | None) -> int | None:

@@ -1,0 +1,137 @@
+"""Adaptive micro-batching, per worker and per served signature, as TensorFlow Serving and
+Triton do it: requests that arrive together share one model call.
+
+Each (model, version, signature) gets a bounded queue and one thread. The thread takes the
+first waiting request, then gathers more until the batch holds `max_batch_size` instances
+or `max_wait_us` has passed since that first request, runs the signature once on the
+concatenated inputs and hands every request its own rows. A full queue answers 503 at
+once: waiting without bound would only turn overload into timeouts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import Unavailable
+from service.repository.servable import Servable, Signature
+
+IDLE_SECONDS = 30.0
+
+# Called with (seconds waited in the queue, instances in the batch) for each request.
+QueueObserver = Callable[[float, int], None]
+
+
+@dataclass
+class _Pending:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    enqueued: float
+    done: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, np.ndarray] | None = None
+    error: BaseException | None = None
+
+
+class _Lane:
+    """The queue and thread of one signature of one version."""
+
+    def __init__(self, signature: Signature, max_batch_size: int, max_wait_s: float, max_queue: int,
+                 observe: QueueObserver | None) -> None:
+        self.signature = signature
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.queue: queue.Queue[_Pending] = queue.Queue(max_queue)
+        self.observe = observe
+        # The thread ends after IDLE_SECONDS without work, so versions that were unloaded
+        # leave no thread behind; `running` under `_state` makes restart and exit race-free.
+        self._state = threading.Lock()
+        self._running = False
+
+    def submit(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        pending = _Pending(inputs, rows, time.perf_counter())
+        with self._state:
+            try:
+                self.queue.put_nowait(pending)
+            except queue.Full:
+                raise Unavailable("server busy: the inference queue is full; retry shortly") from None
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name=f"batcher-{self.signature.name}", daemon=True).start()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.outputs is not None
+        return pending.outputs
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = [self.queue.get(timeout=IDLE_SECONDS)]
+            except queue.Empty:
+                with self._state:
+                    if self.queue.empty():
+                        self._running = False
+                        return
+                continue
+            rows = batch[0].rows
+            deadline = batch[0].enqueued + self.max_wait_s
+            while rows < self.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                try:
+                    item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+                rows += item.rows
+            self._execute(batch, rows)
+
+    def _execute(self, batch: list[_Pending], rows: int) -> None:
+        started = time.perf_counter()
+        try:
+            if len(batch) == 1:
+                results = [self.signature(batch[0].inputs)]
+            else:
+                joined = {key: np.concatenate([p.inputs[key] for p in batch]) for key in batch[0].inputs}
+                outputs = self.signature(joined)
+                bounds = np.cumsum([p.rows for p in batch])[:-1]
+                parts = {key: np.split(value, bounds) for key, value in outputs.items()}
+                results = [{key: parts[key][i] for key in parts} for i in range(len(batch))]
+            for pending, result in zip(batch, results, strict=True):
+                pending.outputs = result
+        except Exception as exc:
+            for pending in batch:
+                pending.error = exc
+        for pending in batch:
+            if self.observe is not None:
+                self.observe(started - pending.enqueued, rows)
+            pending.done.set()
+
+
+class Batcher:
+    def __init__(self, max_batch_size: int, max_wait_us: int, max_queue: int,
+                 observe: QueueObserver | None = None) -> None:
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_us / 1e6
+        self.max_queue = max_queue
+        self.observe = observe
+        self._lanes: dict[tuple[str, int, str], _Lane] = {}
+        self._lock = threading.Lock()
+
+    def run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
+            rows: int) -> dict[str, np.ndarray]:
+        if rows >= self.max_batch_size:
+            return signature(inputs)  # already a full batch: queueing it would only add latency
+        key = (servable.name, servable.version, signature.name)
+        lane = self._lanes.get(key)
+        if lane is None or lane.signature is not signature:
+            with self._lock:
+                lane = self._lanes.get(key)
+                if lane is None or lane.signature is not signature:
+                    lane = _Lane(signature, self.max_batch_size, self.max_wait_s, self.max_queue, self.observe)
+                    self._lanes[key] = lane
+        return lane.submit(inputs, rows)
