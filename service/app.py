@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import friendly, health, tfserving
+from service.api import friendly, health, tfserving, web
 from service.api.http import register_error_handlers
 from service.config import Config
 from service.core.inference import InferenceCore
@@ -30,6 +30,7 @@ def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
     app.register_blueprint(tfserving.blueprint)
     app.register_blueprint(friendly.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(web.blueprint)
 
     if watch and config.poll_seconds > 0:
         watcher = Watcher(manager, config.poll_seconds)
