@@ -7,7 +7,7 @@ DEV := $(VENV)/.dev-installed
 MODEL ?= fashion_mnist
 ARGS ?=
 
-.PHONY: serve test train lint clean
+.PHONY: serve test train lint clean loadtest bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(DEV)  ## the whole test suite
 
 train: $(DEV)  ## make train MODEL=iris ARGS="--epochs 100"
 	$(PY) -m training $(MODEL) $(ARGS)
+
+loadtest: $(DEV)  ## make loadtest ARGS="--users 50 --run-time 1m" (loadtest/README.md)
+	$(PY) loadtest/run_locust.py $(ARGS)
+
+bench: $(DEV)  ## make bench ARGS="--duration 5"; tables in reports/bench.md
+	$(PY) loadtest/bench.py $(ARGS)
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check .
