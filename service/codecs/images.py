@@ -17,7 +17,7 @@ import struct
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,12 +53,24 @@ class PreparedImage:
     """One uploaded image, ready for the model."""
 
     array: np.ndarray        # the model input for one instance, shaped and typed as the card says
-    preview_png: bytes       # exactly what the model sees, as 8-bit PNG, for people to check
+    seen: Image.Image = field(repr=False)  # exactly what the model sees, as an 8-bit image
     width: int               # of the upload, after EXIF orientation
     height: int
     format: str              # "PNG", "JPEG", ...
     inverted: bool           # light background turned dark to match the model's training images
-    pipeline: dict[str, Any]  # name, version and params of the preprocessing that made `array`
+    preprocessing: ImagePipeline = field(repr=False)  # the pipeline that made `array`
+
+    @property
+    def pipeline(self) -> dict[str, Any]:
+        """Name, version and params of the preprocessing, as a model card records them."""
+        return self.preprocessing.spec()
+
+    @property
+    def preview_png(self) -> bytes:
+        """What the model sees, as PNG, for people to check; encoded only when asked for."""
+        buffer = io.BytesIO()
+        self.seen.save(buffer, format="PNG")
+        return buffer.getvalue()
 
 
 @dataclass
@@ -469,11 +481,9 @@ def prepare_image(data: bytes, card_input: Mapping[str, Any], max_pixels: int) -
     dtype = card_input.get("dtype") or "float32"
     if dtype in _NUMERIC_DTYPES:
         array = array.astype(dtype, copy=False)
-    preview = io.BytesIO()
-    seen.save(preview, format="PNG")
-    return PreparedImage(array=array, preview_png=preview.getvalue(), width=decoded.width,
+    return PreparedImage(array=array, seen=seen, width=decoded.width,
                          height=decoded.height, format=decoded.format, inverted=inverted,
-                         pipeline=pipeline.spec())
+                         preprocessing=pipeline)
 
 
 # --------------------------------------------------------------------------- helpers
