@@ -11,6 +11,7 @@ from flask import Blueprint, Response, request, send_file, url_for
 from service.api.http import inference_core, json_response, read_json
 from service.codecs import friendly
 from service.codecs.images import prepare_image
+from service.codecs.multipart import parse_multipart
 from service.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType
 from service.repository.servable import Servable
 
@@ -125,14 +126,15 @@ def _uploaded_images(max_files: int) -> list[tuple[str, bytes]]:
         if not data:
             raise InvalidInput("request body is empty; send the image bytes")
         return [(request.args.get("filename", "upload"), data)]
-    # Werkzeug's form parser stops at max_form_parts, so hundreds of parts cost nothing.
-    uploads = request.files.getlist("image")
+    # Other form fields are tolerated, but not without bound.
+    parts = parse_multipart(request.get_data(cache=False), request.headers.get("Content-Type", ""), max_files + 16)
+    uploads = [part for part in parts if part.name == "image"]
     if not uploads:
-        fields = sorted(set(request.files) | set(request.form))
+        fields = sorted({part.name for part in parts})
         raise InvalidInput(f"no file in form field 'image' (got fields: {', '.join(fields) or 'none'})")
     if len(uploads) > max_files:
         raise PayloadTooLarge(f"{len(uploads)} files in one upload; the limit is {max_files}")
-    return [(upload.filename or f"image{i}", upload.read()) for i, upload in enumerate(uploads)]
+    return [(part.filename or f"image{i}", part.data) for i, part in enumerate(uploads)]
 
 
 for _selector in _SELECTORS:
