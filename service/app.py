@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import friendly, health, tfserving, web
+from service.api import docs, friendly, health, tfserving, v2, web
 from service.api.http import register_error_handlers
 from service.config import Config
 from service.core.inference import InferenceCore
@@ -30,6 +30,8 @@ def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
     app.register_blueprint(tfserving.blueprint)
     app.register_blueprint(friendly.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(v2.blueprint)
+    app.register_blueprint(docs.blueprint)
     app.register_blueprint(web.blueprint)
 
     if watch and config.poll_seconds > 0:
