@@ -241,6 +241,10 @@ def test_unknown_model_or_version_on_infer_is_404(client):
     ({"inputs": [iris_input(), iris_input()]}, "given more than once"),
     ({"inputs": [iris_input()], "outputs": [{"name": "logits"}]}, "unknown output(s) 'logits'"),
     ({"inputs": [iris_input()], "id": 42}, "'id' must be a string"),
+    ({"inputs": [iris_input()], "id": None}, "'id' must be a string"),
+    ({"inputs": [iris_input()], "outputs": None}, "'outputs' must be a list"),
+    ({"inputs": [iris_input()], "parameters": None}, "request parameters must be an object"),
+    ({"inputs": [iris_input(name="")]}, "'name' must be a non-empty string"),
     ({"inputs": [iris_input()], "parameters": {"signature_name": 3}}, "must be a string"),
     ({"inputs": [iris_input()], "parameters": {"nested": {"a": 1}}}, "must be a string, number or boolean"),
     ({"inputs": [iris_input()], "model": "iris"}, "unknown key(s) 'model'"),
@@ -251,6 +255,12 @@ def test_invalid_requests_are_400(client, body, fragment):
     assert response.status_code == 400, response.get_json()
     assert set(response.get_json()) == {"error"}
     assert fragment in response.get_json()["error"]
+
+
+def test_empty_outputs_list_means_every_output(client):
+    every = infer(client, {"inputs": [iris_input()], "outputs": []})
+    assert every.status_code == 200
+    assert [o["name"] for o in every.get_json()["outputs"]] == ["probabilities"]
 
 
 def test_unknown_signature_is_404(client):

@@ -115,10 +115,11 @@ def parse_request(body: Any, binary: bytes = b"") -> InferenceRequest:
     if not isinstance(body, dict):
         raise InvalidInput(f"request body must be a JSON object, got {type(body).__name__}")
     _no_unknown_keys(body, _REQUEST_KEYS, "request")
+    # A field sent as null is refused like any other wrong type, rather than read as absent.
     request_id = body.get("id")
-    if request_id is not None and not isinstance(request_id, str):
+    if "id" in body and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
-    parameters = _parameters(body.get("parameters"), "request parameters")
+    parameters = _parameters(body.get("parameters", {}), "request parameters")
     for key, kind, what in (("binary_data_output", bool, "a boolean"), ("signature_name", str, "a string")):
         if key in parameters and not isinstance(parameters[key], kind):
             raise InvalidInput(f"request parameter {key!r} must be {what}")
@@ -138,7 +139,7 @@ def parse_request(body: Any, binary: bytes = b"") -> InferenceRequest:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InvalidInput(f"input(s) {', '.join(map(repr, duplicates))} given more than once")
-    return InferenceRequest(request_id, parameters, tuple(parsed), _outputs(body.get("outputs")))
+    return InferenceRequest(request_id, parameters, tuple(parsed), _outputs(body.get("outputs", [])))
 
 
 def split_binary(body: bytes, header_length: str) -> tuple[Any, bytes]:
@@ -169,7 +170,7 @@ def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestIn
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
-    parameters = _parameters(item.get("parameters"), f"{where} parameters")
+    parameters = _parameters(item.get("parameters", {}), f"{where} parameters")
     size = parameters.get("binary_data_size")
     has_data = "data" in item
     if size is None:
@@ -188,8 +189,7 @@ def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestIn
 
 
 def _outputs(outputs: Any) -> tuple[RequestOutput, ...]:
-    if outputs is None:
-        return ()
+    """An empty list, like no list, asks for every output."""
     if not isinstance(outputs, list):
         raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects")
     parsed = []
@@ -201,7 +201,7 @@ def _outputs(outputs: Any) -> tuple[RequestOutput, ...]:
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"{where}: 'name' must be a non-empty string")
-        parameters = _parameters(item.get("parameters"), f"output {name!r} parameters")
+        parameters = _parameters(item.get("parameters", {}), f"output {name!r} parameters")
         binary = parameters.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
             raise InvalidInput(f"output {name!r}: binary_data must be true or false")
@@ -210,8 +210,6 @@ def _outputs(outputs: Any) -> tuple[RequestOutput, ...]:
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
     if not isinstance(value, dict):
         raise InvalidInput(f"{where} must be an object")
     for key, item in value.items():

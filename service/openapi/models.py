@@ -204,7 +204,7 @@ def v2_request(servable: Servable, limits: Limits) -> Schema:
             "binary_data_output": {"type": "boolean"},
         }},
         "inputs": array({"anyOf": list(inputs.values())}, count, count),
-        "outputs": array(obj({"name": {"enum": sorted(outputs)}, "parameters": ref("V2Parameters")}, ["name"]), 1),
+        "outputs": array(obj({"name": {"enum": sorted(outputs)}, "parameters": ref("V2Parameters")}, ["name"])),
     }, ["inputs"])
 
 
@@ -217,12 +217,13 @@ def _shape(spec: TensorSpec, minimum: int) -> Schema:
 
 def _v2_input(spec: TensorSpec, servable: Servable, limits: Limits) -> Schema:
     leaf = _leaf(spec, servable)
+    known = all(d is not None and d > 0 for d in spec.instance_shape)
     return obj({
         "name": {"const": spec.name},
         "datatype": {"const": v2.datatype_of(spec.dtype)},
         "shape": _shape(spec, 1),
         "parameters": ref("V2Parameters"),
-        "data": {"anyOf": [array(leaf), _batch(spec, servable, limits)],
+        "data": {"anyOf": [array(leaf, 1 if known else None), _batch(spec, servable, limits)],
                  "description": "row-major: flat, or nested exactly as the shape"},
     }, ["name", "datatype", "shape", "data"])
 

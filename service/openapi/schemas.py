@@ -163,7 +163,7 @@ COMPONENTS: dict[str, Schema] = {
     },
     "V2RequestInput": {
         **obj({
-            "name": _STRING,
+            "name": {"type": "string", "minLength": 1},
             "shape": array({"type": "integer", "minimum": 0}),
             "datatype": {"enum": list(DATATYPES)},
             "parameters": ref("V2Parameters"),
@@ -172,7 +172,7 @@ COMPONENTS: dict[str, Schema] = {
         "anyOf": [{"required": ["data"]},
                   {"required": ["parameters"], "properties": {"parameters": {"required": ["binary_data_size"]}}}],
     },
-    "V2RequestOutput": obj({"name": _STRING, "parameters": ref("V2Parameters")}, ["name"]),
+    "V2RequestOutput": obj({"name": {"type": "string", "minLength": 1}, "parameters": ref("V2Parameters")}, ["name"]),
     "V2InferenceRequest": obj({
         "id": _STRING,
         "parameters": ref("V2Parameters"),
