@@ -233,6 +233,8 @@ def test_unknown_model_or_version_on_infer_is_404(client):
     ({"inputs": [iris_input(data=[True, False, True, True])]}, "expected numbers, got bool"),
     ({"inputs": [iris_input(data=[1, 2, 3, 1e39])]}, "within the range of FP32"),
     ({"inputs": [iris_input(shape=[1, -4])]}, "non-negative integers"),
+    ({"inputs": [iris_input(shape=[1] * 40, data=[1])]}, "at most 32 are supported"),
+    ({"inputs": [iris_input(data=functools.reduce(lambda d, _: [d], range(900), 1.0))]}, "nested deeper than"),
     ({"inputs": [iris_input(data=None)]}, "'data' must be a JSON array"),
     ({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32"}]}, "'data' is missing"),
     ({"inputs": []}, "'inputs' must be a non-empty list"),

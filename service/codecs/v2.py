@@ -12,6 +12,7 @@ import base64
 import binascii
 import math
 import struct
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ _REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
 _INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
 _OUTPUT_KEYS = {"name", "parameters"}
 # Triton features that would change what an answer means; refused rather than ignored.
+_MAX_RANK = 32   # numpy's own limit is 64; no model here comes near either
 _UNSUPPORTED_PARAMETERS = ("classification", "shared_memory_region", "shared_memory_byte_size",
                            "shared_memory_offset")
 
@@ -135,8 +137,7 @@ def parse_request(body: Any, binary: bytes = b"") -> InferenceRequest:
     if offset != len(binary):
         raise InvalidInput(f"the inputs' binary_data_size values add up to {offset} bytes, "
                            f"but {len(binary)} bytes follow the JSON header")
-    names = [t.name for t in parsed]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(name for name, count in Counter(t.name for t in parsed).items() if count > 1)
     if duplicates:
         raise InvalidInput(f"input(s) {', '.join(map(repr, duplicates))} given more than once")
     return InferenceRequest(request_id, parameters, tuple(parsed), _outputs(body.get("outputs", [])))
@@ -170,6 +171,8 @@ def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestIn
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
+    if len(shape) > _MAX_RANK:
+        raise InvalidInput(f"{where}: shape has {len(shape)} dimensions; at most {_MAX_RANK} are supported")
     parameters = _parameters(item.get("parameters", {}), f"{where} parameters")
     size = parameters.get("binary_data_size")
     has_data = "data" in item
@@ -178,6 +181,8 @@ def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestIn
             raise InvalidInput(f"{where}: 'data' is missing")
         if not isinstance(item["data"], list):
             raise InvalidInput(f"{where}: 'data' must be a JSON array (flat, row-major, or nested)")
+        if _deeper_than(item["data"], max(len(shape), 1)):
+            raise InvalidInput(f"{where}: 'data' is nested deeper than its shape {shape}")
         return RequestInput(name, datatype, tuple(shape), parameters, data=item["data"]), 0
     if has_data:
         raise InvalidInput(f"{where}: give either 'data' or parameters.binary_data_size, not both")
@@ -336,10 +341,28 @@ def _bytes_elements(tensor: RequestInput, count: int, where: str) -> list[bytes]
     return elements
 
 
+def _deeper_than(data: list[Any], limit: int) -> bool:
+    """Whether lists nest more than `limit` levels; checked before any recursive conversion sees the data."""
+    level = [data]
+    for _ in range(limit):
+        level = [item for value in level for item in value if isinstance(item, list)]
+        if not level:
+            return False
+    return True
+
+
 def _leaves(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    return [leaf for item in data for leaf in _leaves(item)]
+    """The non-list values of nested lists, in order; without recursion, so any nesting depth is safe."""
+    leaves, stack = [], [iter([data])]
+    while stack:
+        item = next(stack[-1], stack)
+        if item is stack:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        else:
+            leaves.append(item)
+    return leaves
 
 
 def _element_bytes(item: Any, as_base64: bool, where: str) -> bytes:
