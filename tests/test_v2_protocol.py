@@ -225,6 +225,9 @@ def test_unknown_model_or_version_on_infer_is_404(client):
     ({"inputs": [iris_input(shape=[4], data=[1, 2, 3, 4])]}, "each instance must have shape [4], got []"),
     ({"inputs": [iris_input(datatype="INT32", data=[1, 2, 3, 4])]}, "datatype INT32 does not match the model's FP32"),
     ({"inputs": [iris_input(datatype="FLOAT")]}, "datatype 'FLOAT' is not supported"),
+    ({"inputs": [iris_input(datatype={})]}, "datatype {} is not supported"),
+    ({"inputs": [iris_input(shape=[1, 4.5])]}, "non-negative integers"),
+    ({"inputs": [iris_input(shape=[1, True, 4])]}, "non-negative integers"),
     ({"inputs": [iris_input(datatype="BYTES", data=["a", "b", "c", "d"])]}, "datatype BYTES does not match"),
     ({"inputs": [iris_input(data=[1, 2, 3])]}, "shape [1, 4] needs 4 elements, got 3"),
     ({"inputs": [iris_input(shape=[2, 4])]}, "shape [2, 4] needs 8 elements, got 4"),
@@ -257,6 +260,11 @@ def test_invalid_requests_are_400(client, body, fragment):
     assert response.status_code == 400, response.get_json()
     assert set(response.get_json()) == {"error"}
     assert fragment in response.get_json()["error"]
+
+
+def test_shape_may_be_written_with_integral_floats(client):
+    # JSON Schema counts 4.0 as an integer, so generated clients may send it.
+    assert infer(client, {"inputs": [iris_input(shape=[1.0, 4.0])]}).status_code == 200
 
 
 def test_empty_outputs_list_means_every_output(client):

@@ -165,11 +165,12 @@ def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestIn
         raise InvalidInput(f"{where}: 'name' must be a non-empty string")
     where = f"input {name!r}"
     datatype = item.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         known = ", ".join(DATATYPES)
         raise InvalidInput(f"{where}: datatype {_short(datatype)} is not supported; use one of {known}")
-    shape = item.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    sent_shape = item.get("shape")
+    shape = [_count(d) for d in sent_shape] if isinstance(sent_shape, list) else [None]
+    if None in shape:
         raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
     if len(shape) > _MAX_RANK:
         raise InvalidInput(f"{where}: shape has {len(shape)} dimensions; at most {_MAX_RANK} are supported")
@@ -186,11 +187,21 @@ def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestIn
         return RequestInput(name, datatype, tuple(shape), parameters, data=item["data"]), 0
     if has_data:
         raise InvalidInput(f"{where}: give either 'data' or parameters.binary_data_size, not both")
-    if type(size) is not int or size < 0:
+    size = _count(size)
+    if size is None:
         raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
     if offset + size > len(binary):
         raise InvalidInput(f"{where}: binary_data_size {size} runs past the end of the body")
     return RequestInput(name, datatype, tuple(shape), parameters, raw=binary[offset:offset + size]), size
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative integer as JSON allows it to be written (2 or 2.0), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if value >= 0 else None
 
 
 def _outputs(outputs: Any) -> tuple[RequestOutput, ...]:
