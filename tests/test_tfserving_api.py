@@ -120,6 +120,7 @@ def test_classify_and_regress(client):
     ("/v1/models/iris:predict", {"instances": [[1, 2, 3]]}, 400, "shape [4], got [3]"),
     ("/v1/models/iris:predict", {"instances": [[1, 2, "x", 4]]}, 400, "position [2]"),
     ("/v1/models/iris:predict", {"instances": [[True, False, True, False]]}, 400, "expected numbers"),
+    ("/v1/models/iris:predict", {"instances": [[5.1, False, 1.4, 0.2]]}, 400, "got bool False"),
     ("/v1/models/iris:predict", {"instances": [{"feature": IRIS_ROW}]}, 400, "missing features"),
     ("/v1/models/iris:predict", {"instances": [IRIS_ROW] * 257}, 413, "limit is 256"),
     ("/v1/models/iris:predict", {"instances": [IRIS_ROW], "signature_name": "nope"}, 404, "no signature 'nope'"),
@@ -152,6 +153,15 @@ def test_malformed_bodies(client, data, fragment):
     response = client.post("/v1/models/iris:predict", data=data, content_type="application/json")
     assert response.status_code == 400
     assert fragment in response.get_json()["error"]
+
+
+def test_deeply_nested_lists_are_a_400(client):
+    deep: list = [1.0]
+    for _ in range(900):
+        deep = [deep]
+    response = client.post("/v1/models/iris:predict", json={"instances": deep})
+    assert response.status_code == 400
+    assert "nested too deeply" in response.get_json()["error"]
 
 
 def test_curl_default_content_type_is_accepted_and_images_are_not(client):
