@@ -8,6 +8,7 @@ from service.api import docs, friendly, health, tfserving, v2, web
 from service.api.http import register_error_handlers
 from service.config import Config
 from service.core.inference import InferenceCore
+from service.ops import hooks, metrics
 from service.repository.manager import ModelManager
 from service.repository.policy import load_policies
 from service.repository.watcher import Watcher
@@ -18,15 +19,17 @@ def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
     """Build the app and load the models; call it in each worker, after the fork."""
     config = config or Config.from_env()
     configure_tensorflow(config)
-    manager = ModelManager(config.model_base_path, load_policies(config.model_config))
+    manager = ModelManager(config.model_base_path, load_policies(config.model_config),
+                           observer=metrics.observe_model_load)
     manager.refresh()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
     app.extensions["config"] = config
-    app.extensions["inference_core"] = InferenceCore(manager, config)
+    app.extensions["inference_core"] = InferenceCore(manager, config, observe_queue=metrics.record_queue)
     register_error_handlers(app)
+    hooks.install(app)  # request id, metrics, JSON access log, /metrics, readiness while draining
     app.register_blueprint(tfserving.blueprint)
     app.register_blueprint(friendly.blueprint)
     app.register_blueprint(health.blueprint)

@@ -1,6 +1,10 @@
 """gunicorn settings from the environment. Defaults suit a 2-core machine."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 bind = os.environ.get("BIND", "127.0.0.1:8501")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -12,9 +16,66 @@ keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))
 # Each worker imports service.wsgi itself, so TensorFlow state is never shared across a fork.
 preload_app = False
 wsgi_app = "service.wsgi:app"
-accesslog = os.environ.get("ACCESS_LOG", "-") or None
+# One log format: the app writes a JSON line per request (service/ops/hooks.py), with the route,
+# model, version and request id gunicorn cannot know, so gunicorn's plain access log stays off;
+# ACCESS_LOG ("-" stdout, a path, "" off) steers the app's line instead (service/ops/logs.py).
+accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+logger_class = "service.ops.logs.GunicornJsonLogger"
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+
+# After SIGTERM a worker answers readiness with 503 but keeps serving this long, so a load
+# balancer stops sending first (service/ops/lifecycle.py); then in-flight requests finish.
+# The master's GRACEFUL_TIMEOUT counts from its SIGTERM and covers the drain too.
+_drain_seconds = float(os.environ.get("DRAIN_SECONDS", "0"))
+_metrics_dir_created: str | None = None
+
+
+def on_starting(server: Any) -> None:
+    """Master, before the first fork: a clean PROMETHEUS_MULTIPROC_DIR for this run's workers.
+
+    prometheus_client reads the variable when a worker first imports it; files left by an
+    earlier run would add old counts to this one, so a given folder is emptied, and without
+    one a fresh temporary folder is made (and removed in on_exit).
+    """
+    global _metrics_dir_created  # noqa: PLW0603 - gunicorn hooks share state through the config module
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for old in Path(path).glob("*.db"):
+            old.unlink()
+    else:
+        path = _metrics_dir_created = tempfile.mkdtemp(prefix="model-server-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    if _drain_seconds >= graceful_timeout:
+        server.log.warning("DRAIN_SECONDS=%g is not below GRACEFUL_TIMEOUT=%d: workers still draining when "
+                           "the timeout ends are killed with their requests", _drain_seconds, graceful_timeout)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, before it imports the app: JSON logs from the first model load on."""
+    from service.ops.logs import configure_logging
+
+    configure_logging()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker, after gunicorn set its signal handlers: SIGTERM drains first."""
+    from service.ops.lifecycle import install_drain
+
+    install_drain(worker, _drain_seconds)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master: a dead worker's live gauges (queue depth, memory) must leave the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _metrics_dir_created:
+        shutil.rmtree(_metrics_dir_created, ignore_errors=True)

@@ -23,7 +23,7 @@ from service.repository.servable import Servable, Signature
 
 IDLE_SECONDS = 30.0
 
-# Called with (seconds waited in the queue, instances in the batch) for each request.
+# Called with (seconds waited in the queue, instances in the batch) for each request, in its thread.
 QueueObserver = Callable[[float, int], None]
 
 
@@ -35,6 +35,8 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
+    waited: float = 0.0                 # seconds in the queue, set by the lane's thread
+    batch_rows: int = 0                 # instances in the call this request rode in
 
 
 class _Lane:
@@ -63,6 +65,9 @@ class _Lane:
                 self._running = True
                 threading.Thread(target=self._run, name=f"batcher-{self.signature.name}", daemon=True).start()
         pending.done.wait()
+        if self.observe is not None:
+            # Here, in the request's own thread, so the observer can tell which request waited.
+            self.observe(pending.waited, pending.batch_rows)
         if pending.error is not None:
             raise pending.error
         assert pending.outputs is not None
@@ -107,8 +112,8 @@ class _Lane:
             for pending in batch:
                 pending.error = exc
         for pending in batch:
-            if self.observe is not None:
-                self.observe(started - pending.enqueued, rows)
+            pending.waited = started - pending.enqueued
+            pending.batch_rows = rows
             pending.done.set()
 
 
@@ -125,6 +130,8 @@ class Batcher:
     def run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
             rows: int) -> dict[str, np.ndarray]:
         if rows >= self.max_batch_size:
+            if self.observe is not None:
+                self.observe(0.0, rows)
             return signature(inputs)  # already a full batch: queueing it would only add latency
         key = (servable.name, servable.version, signature.name)
         lane = self._lanes.get(key)
@@ -135,3 +142,10 @@ class Batcher:
                     lane = _Lane(signature, self.max_batch_size, self.max_wait_s, self.max_queue, self.observe)
                     self._lanes[key] = lane
         return lane.submit(inputs, rows)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Requests waiting now, by model (for the queue depth gauge, sampled off the hot path)."""
+        depths: dict[str, int] = {}
+        for (model, _version, _signature), lane in list(self._lanes.items()):
+            depths[model] = depths.get(model, 0) + lane.queue.qsize()
+        return depths

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from time import perf_counter
+
 import numpy as np
 
 from service.config import Config
 from service.core.batching import Batcher, QueueObserver
 from service.core.validation import validate_inputs
 from service.errors import NotFound
+from service.ops import context
 from service.repository.manager import ModelManager
 from service.repository.servable import Servable
 
@@ -23,16 +26,20 @@ class InferenceCore:
 
     def servable(self, name: str, version: str | int | None = None, label: str | None = None) -> Servable:
         """The version a request names: by number, by label, or by default the highest served."""
-        return self.manager.servable(name, parse_version(version), label)
+        servable = self.manager.servable(name, parse_version(version), label)
+        context.note_servable(servable)  # the request's model and version, for its metrics and access line
+        return servable
 
     def infer(self, servable: Servable, inputs: dict[str, np.ndarray],
               signature_name: str | None = None) -> dict[str, np.ndarray]:
         signature = servable.signature(signature_name)
         rows = validate_inputs(inputs, signature, servable.card, self.config.max_instances)
         typed = {name: array.astype(signature.inputs[name].dtype, copy=False) for name, array in inputs.items()}
-        if self.batcher is None:
-            return signature(typed)
-        return self.batcher.run(servable, signature, typed, rows)
+        # Timed here, the one place every door's model call passes: the request's phases follow.
+        started = perf_counter()
+        outputs = signature(typed) if self.batcher is None else self.batcher.run(servable, signature, typed, rows)
+        context.note_inference(servable, started)
+        return outputs
 
 
 def parse_version(version: str | int | None) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UN
 STATES = (START, LOADING, AVAILABLE, UNLOADING, END)
 
 Loader = Callable[[str, int, Path], Servable]
+# Told about every load attempt: (model, version, seconds, error message or None). How the
+# server turns loads into metrics without this package knowing about Prometheus.
+LoadObserver = Callable[[str, int, float, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,11 @@ class _Model:
 
 class ModelManager:
     def __init__(self, base_path: Path, policies: ModelPolicies | None = None, loader: Loader = load_servable,
-                 settle_seconds: float = 1.0) -> None:
+                 settle_seconds: float = 1.0, observer: LoadObserver | None = None) -> None:
         self.base_path = Path(base_path)
         self._policies = policies if policies is not None else ModelPolicies()
         self._loader = loader
+        self._observer = observer
         self._source = ModelSource(self.base_path, settle_seconds)
         self._snapshot: Mapping[str, _Model] = MappingProxyType({})
         self._refresh_lock = threading.Lock()
@@ -132,6 +137,7 @@ class ModelManager:
     def _load(self, name: str, version: int, disk: ModelOnDisk | None, fingerprint: Fingerprint) -> Servable | None:
         assert disk is not None  # only versions found complete on disk are ever loaded
         path = disk.path / str(version)
+        started = time.perf_counter()
         try:
             servable = self._loader(name, version, path)
         except Exception as exc:
@@ -139,9 +145,20 @@ class ModelManager:
                 f"model {name!r} version {version}: {type(exc).__name__}: {scrub(exc, path, name, version)}"
             self._failed[(name, version)] = (fingerprint, message)
             log.error("load failed, not retried until the folder changes: %s", message)
+            self._observe(name, version, time.perf_counter() - started, message)
             return None
         log.info("model %r version %d loaded in %.2f s", name, version, servable.loaded_seconds)
+        # The loader's own time leaves TensorFlow's first import out; fall back to ours without it.
+        self._observe(name, version, servable.loaded_seconds or time.perf_counter() - started, None)
         return servable
+
+    def _observe(self, name: str, version: int, seconds: float, error: str | None) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(name, version, seconds, error)
+        except Exception:
+            log.exception("load observer failed; loading goes on")  # metrics must never stop a model load
 
     def _publish(self, name: str, loaded: dict[int, Servable],
                  extra: dict[int, VersionState] | None = None) -> None:

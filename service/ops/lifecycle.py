@@ -1,0 +1,65 @@
+"""Graceful shutdown: readiness turns 503 first, traffic drains, in-flight requests finish.
+
+What gunicorn does on SIGTERM to the master: it closes its own copy of the listening socket,
+sends SIGTERM to every worker and waits up to `graceful_timeout` before SIGKILL. A gthread
+worker on SIGTERM stops accepting, answers what it already read with `Connection: close`,
+lets kept-alive connections linger briefly and exits when its connections are done.
+
+What it does not do is tell a load balancer first. Connections already queued in the listen
+backlog when the workers stop accepting are reset, and a balancer that still believes the
+pod is ready keeps sending new ones. So each worker takes over SIGTERM (`install_drain`):
+readiness answers 503 at once, the worker keeps accepting and serving for DRAIN_SECONDS
+(the balancer's probe notices and stops routing; Kubernetes' preStop sleep plays the same
+role), and only then hands over to gunicorn's own graceful stop. The workers still hold the
+listening socket after the master closed its copy, so they can keep accepting meanwhile.
+
+Keep DRAIN_SECONDS + the longest request below GRACEFUL_TIMEOUT: the master's clock starts
+at its SIGTERM and it kills whatever still runs when it expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Readiness endpoints (Flask endpoint names) that answer 503 while this worker drains.
+READINESS_ENDPOINTS = frozenset({"health.ready", "v2.model_ready"})
+
+_draining = threading.Event()
+
+
+def draining() -> bool:
+    return _draining.is_set()
+
+
+def start_draining() -> None:
+    _draining.set()
+
+
+def install_drain(worker: Any, drain_seconds: float) -> None:
+    """Replace the gunicorn worker's SIGTERM handler with: draining now, gunicorn's own
+    graceful stop (`worker.handle_exit`) after `drain_seconds`. Call it from post_worker_init."""
+    graceful_stop = worker.handle_exit
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if draining():
+            return  # a repeated SIGTERM changes nothing: the drain is already under way
+        start_draining()
+        log.info("SIGTERM: readiness answers 503; serving for %.1f s more, then finishing in-flight requests",
+                 drain_seconds)
+        if drain_seconds <= 0:
+            graceful_stop(signum, frame)
+            return
+        # A signal handler must not block the worker's main loop (it accepts and dispatches):
+        # a timer thread starts gunicorn's stop later, which wakes that loop itself.
+        timer = threading.Timer(drain_seconds, graceful_stop, args=(signum, None))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it: no EINTR in busy system calls
