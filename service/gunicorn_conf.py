@@ -8,13 +8,16 @@ from typing import Any
 
 bind = os.environ.get("BIND", "127.0.0.1:8501")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+worker_class = "service.worker.DeadlineThreadWorker"   # gthread + REQUEST_TIMEOUT per request (slow clients)
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))
 # Each worker imports service.wsgi itself, so TensorFlow state is never shared across a fork.
 preload_app = False
+# gunicorn's control socket (gunicornc) would live in $HOME, shared by every server of the
+# user and unwritable on a read-only root filesystem; nothing here uses it.
+control_socket_disable = True
 wsgi_app = "service.wsgi:app"
 # One log format: the app writes a JSON line per request (service/ops/hooks.py), with the route,
 # model, version and request id gunicorn cannot know, so gunicorn's plain access log stays off;
