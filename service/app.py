@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Flask
 
 from service.api import docs, friendly, health, tfserving, v2, web
@@ -9,6 +11,7 @@ from service.api.http import register_error_handlers
 from service.config import Config
 from service.core.inference import InferenceCore
 from service.ops import hooks, metrics
+from service.repository.loader import load_servable
 from service.repository.manager import ModelManager
 from service.repository.policy import load_policies
 from service.repository.watcher import Watcher
@@ -19,7 +22,8 @@ def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
     """Build the app and load the models; call it in each worker, after the fork."""
     config = config or Config.from_env()
     configure_tensorflow(config)
-    manager = ModelManager(config.model_base_path, load_policies(config.model_config),
+    loader = functools.partial(load_servable, compile_litert=config.compiled_path)
+    manager = ModelManager(config.model_base_path, load_policies(config.model_config), loader=loader,
                            observer=metrics.observe_model_load)
     manager.refresh()
 
