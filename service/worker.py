@@ -1,0 +1,91 @@
+"""gunicorn's gthread worker with a deadline on every request, so slow clients cannot hold threads.
+
+A gthread worker gives a connection one of its threads as soon as the first bytes arrive, and
+that thread then reads the request with blocking reads that have no time limit. GUNICORN_TIMEOUT
+does not help: for gthread it is only the heartbeat between a worker's main loop and the master,
+and the main loop keeps beating while its threads wait. So a client sending a byte a second
+(slowloris), or announcing a Content-Length it never sends, keeps a thread for as long as it
+likes; as many such clients as threads (2 workers x 8 by default) and nobody else is served
+(measured before this worker: 20 trickling connections, every other request timed out until
+they left).
+
+This worker gives each request REQUEST_TIMEOUT seconds (default: GUNICORN_TIMEOUT), from the
+moment a thread takes the connection up to the end of its response. The main loop checks the
+deadlines about once a second; an overdue connection is shut down, which ends the blocked read
+at once and frees the thread. A request that cannot be read or answered in that time is cut off
+with no answer, which is what the sync worker's GUNICORN_TIMEOUT does to a whole worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+
+def request_timeout(default: float) -> float:
+    """REQUEST_TIMEOUT from the environment (seconds, > 0), else `default`."""
+    raw = os.environ.get("REQUEST_TIMEOUT", "").strip()
+    if not raw:
+        return float(default)
+    value = float(raw)
+    if value <= 0:
+        raise ValueError(f"REQUEST_TIMEOUT={raw!r}: must be positive")
+    return value
+
+
+class DeadlineThreadWorker(ThreadWorker):
+    """ThreadWorker whose requests each get at most `request_timeout` seconds of a thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_timeout = request_timeout(self.cfg.timeout)
+        # id(conn) -> (deadline, conn) for every connection a thread is working on.
+        self._deadlines: dict[int, tuple[float, Any]] = {}
+        self._deadlines_lock = threading.Lock()
+
+    def handle(self, conn: Any) -> Any:
+        """In a pool thread: one request of `conn`, under its deadline."""
+        key = id(conn)
+        with self._deadlines_lock:
+            self._deadlines[key] = (time.monotonic() + self.request_timeout, conn)
+        try:
+            return super().handle(conn)
+        finally:
+            with self._deadlines_lock:
+                self._deadlines.pop(key, None)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        """In the main loop, about once a second: gthread's own clean-up, then ours."""
+        super().murder_keepalived(force)
+        self.cut_overdue()
+
+    def cut_overdue(self) -> int:
+        """Shut down the connections whose request ran past its deadline; how many there were.
+
+        Runs in the main thread, which is also the only one that closes connections (after the
+        pool thread is done with one), so a socket is never shut down after its number was reused.
+        """
+        now = time.monotonic()
+        with self._deadlines_lock:
+            overdue = [(key, conn) for key, (deadline, conn) in self._deadlines.items() if deadline <= now]
+            for key, _ in overdue:
+                del self._deadlines[key]
+        for _, conn in overdue:
+            with contextlib.suppress(OSError):  # the client may be gone already
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            self.log.warning("request from %s not done after %g s (REQUEST_TIMEOUT): connection closed",
+                             _address(conn), self.request_timeout)
+        return len(overdue)
+
+
+def _address(conn: Any) -> str:
+    client = getattr(conn, "client", None)
+    if isinstance(client, tuple) and len(client) >= 2:
+        return f"{client[0]}:{client[1]}"
+    return str(client or "unknown")
