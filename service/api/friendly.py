@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, request, send_file, url_for
 
-from service.api.http import inference_core, json_response, read_json
+from service.api.http import inference_core, json_response, read_body, read_json
 from service.codecs import friendly
 from service.codecs.images import prepare_image
 from service.codecs.multipart import parse_multipart
@@ -90,7 +90,13 @@ def plot(name: str, version: str, filename: str) -> Response:
     # Only files the card names, so a crafted filename cannot reach anything else.
     if filename not in files or servable.card.extra_dir is None:
         raise NotFound(f"model {name!r} version {servable.version} has no plot {filename!r}")
-    return send_file(servable.card.extra_dir / filename, mimetype="image/png", max_age=3600)
+    try:
+        return send_file(servable.card.extra_dir / filename, mimetype="image/png", max_age=3600)
+    except OSError:
+        # Read on request, unlike the model: its folder may be away for a while (or the version
+        # deleted, and unloaded at the next scan). Not a server fault, and no path in the answer.
+        raise Unavailable(f"model {name!r} version {servable.version}: plot {filename!r} "
+                          "cannot be read right now; try again shortly") from None
 
 
 def predict(name: str, version: str | None = None, label: str | None = None) -> Response:
@@ -122,12 +128,12 @@ def predict(name: str, version: str | None = None, label: str | None = None) -> 
 
 def _uploaded_images(max_files: int) -> list[tuple[str, bytes]]:
     if request.mimetype.startswith("image/"):
-        data = request.get_data(cache=False)
+        data = read_body()
         if not data:
             raise InvalidInput("request body is empty; send the image bytes")
         return [(request.args.get("filename", "upload"), data)]
     # Other form fields are tolerated, but not without bound.
-    parts = parse_multipart(request.get_data(cache=False), request.headers.get("Content-Type", ""), max_files + 16)
+    parts = parse_multipart(read_body(), request.headers.get("Content-Type", ""), max_files + 16)
     uploads = [part for part in parts if part.name == "image"]
     if not uploads:
         fields = sorted({part.name for part in parts})

@@ -6,14 +6,26 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from service.core.inference import InferenceCore
-from service.errors import InvalidInput, ServingError, UnsupportedMediaType
+from service.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # curl -d sends form-urlencoded by default, and TensorFlow Serving's own examples rely on it.
 _JSON_LIKE = {"", "application/json", "application/x-www-form-urlencoded", "text/plain"}
+
+
+class SegmentConverter(BaseConverter):
+    """The app's default converter for `<variable>`s in routes: one path segment without ':'.
+
+    No model name, version, label or file name holds a ':'. With Werkzeug's own default,
+    `/v1/models/iris:predict` also matched the GET route `/v1/models/<name>` (a model named
+    "iris:predict"): a GET answered 404 instead of 405, and OPTIONS listed GET among its methods.
+    """
+
+    regex = "[^/:]+"
 
 
 def inference_core() -> InferenceCore:
@@ -28,11 +40,41 @@ def error_response(message: str, status: int) -> Response:
     return json_response({"error": message}, status)
 
 
+def read_body() -> bytes:
+    """The whole request body, checked against its framing and refused (413) over MAX_BODY_BYTES.
+
+    A Content-Length over the limit is refused by Werkzeug before any byte is read. The rest is
+    checked here, because the server (gunicorn sets `wsgi.input_terminated`) hands Werkzeug a
+    stream it trusts to end in the right place:
+    - a chunked body has no Content-Length, so Werkzeug stops reading at the limit and returns
+      what it read as if it were all: an oversize upload would be judged as truncated JSON or a
+      corrupt image (400); one more byte from the server's stream tells the two apart;
+    - a body that ends (the client closed its side) before its Content-Length comes back short,
+      without an error, and a short body that happens to parse would be served;
+    - malformed chunked framing raises the server's own exception type, which would be a 500.
+    """
+    try:
+        body = request.get_data(cache=False)
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        if (request.content_length is None and limit is not None and len(body) >= limit
+                and request.environ["wsgi.input"].read(1)):
+            raise PayloadTooLarge(f"request body is over the limit of {limit:,} bytes")
+    except (HTTPException, ServingError):
+        raise
+    except Exception as exc:  # gunicorn's InvalidChunkSize, ChunkMissingTerminator, ...
+        raise InvalidInput(f"the request body could not be read ({type(exc).__name__}): "
+                           "malformed chunked encoding?") from None
+    if request.content_length is not None and len(body) < request.content_length:
+        raise InvalidInput(f"the request body ended after {len(body):,} of the {request.content_length:,} bytes "
+                           "its Content-Length announced")
+    return body
+
+
 def read_json() -> Any:
     """The request body parsed as JSON; the wire's NaN/Infinity tokens are refused."""
     if request.mimetype not in _JSON_LIKE:
         raise UnsupportedMediaType(f"content type {request.mimetype!r} is not supported here; send application/json")
-    body = request.get_data(cache=False)
+    body = read_body()
     if not body:
         raise InvalidInput("request body is empty; send a JSON object")
     try:
@@ -49,7 +91,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        response = error_response(exc.description or exc.name, exc.code or 500)
+        response = error_response(_describe(exc), exc.code or 500)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
@@ -59,3 +101,15 @@ def register_error_handlers(app: Flask) -> None:
         # The detail goes to the log; the client never sees a stack trace or a path.
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("internal server error", 500)
+
+
+def _describe(exc: HTTPException) -> str:
+    """Werkzeug's generic texts, said in this API's terms where a client can act on them."""
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        size = request.content_length
+        if size is not None and limit is not None:
+            return f"request body of {size:,} bytes is over the limit of {limit:,} bytes"
+    if isinstance(exc, ClientDisconnected):
+        return "the request body ended before it was complete"
+    return exc.description or exc.name

@@ -14,6 +14,8 @@ from service.repository.servable import Servable
 blueprint = Blueprint("tfserving", __name__, url_prefix="/v1/models")
 
 _VERBS = "<any(predict,classify,regress):verb>"
+# Variables are one segment without ':' (service/api/http.py, SegmentConverter), so that
+# `/v1/models/iris:predict` is only ever the predict route, never the status of "iris:predict".
 _SELECTORS = ("/<name>", "/<name>/versions/<version>", "/<name>/labels/<label>")
 
 
@@ -68,7 +70,7 @@ def call(name: str, verb: str, version: str | None = None, label: str | None = N
 def _signature_name(body: object) -> str | None:
     if isinstance(body, dict):
         name = body.get("signature_name")
-        if name is not None and not isinstance(name, str):
+        if "signature_name" in body and not isinstance(name, str):
             raise InvalidInput("'signature_name' must be a string")
         return name or None
     return None

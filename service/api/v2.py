@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, request
 
-from service.api.http import inference_core, json_response, read_json
+from service.api.http import inference_core, json_response, read_body, read_json
 from service.codecs import v2
 from service.codecs.images import prepare_image
 from service.repository.manager import AVAILABLE
@@ -66,7 +66,7 @@ def _read_request() -> v2.InferenceRequest:
     header_length = request.headers.get(v2.HEADER_LENGTH)
     if header_length is None:
         return v2.parse_request(read_json())
-    header, binary = v2.split_binary(request.get_data(cache=False), header_length)
+    header, binary = v2.split_binary(read_body(), header_length)
     return v2.parse_request(header, binary)
 
 

@@ -33,7 +33,8 @@ def _to_array(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
         array = _strict_array(value, where, _NUMERIC_KINDS)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidInput(f"{where}: NaN and Infinity are not accepted ({_first_bad(array)})")
-    return array.astype(spec.dtype, copy=False)
+    with np.errstate(over="ignore"):  # 1e300 becomes inf in float32: the core refuses it, with its name
+        return array.astype(spec.dtype, copy=False)
 
 
 def _strict_array(value: Any, where: str, kinds: set[str]) -> np.ndarray:

@@ -28,8 +28,8 @@ def require_object(body: Any, allowed: set[str]) -> dict[str, Any]:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(f"unknown key(s) {', '.join(map(repr, unknown))}; expected {', '.join(sorted(allowed))}")
-    name = body.get("signature_name")
-    if name is not None and not isinstance(name, str):
+    # null is refused like any other non-string (as the v2 door does, and as the OpenAPI schema says).
+    if "signature_name" in body and not isinstance(body["signature_name"], str):
         raise InvalidInput("'signature_name' must be a string")
     return body
 
@@ -121,7 +121,8 @@ def parse_examples(body: dict[str, Any], card: ModelCard) -> np.ndarray:
         if missing or extra:
             raise InvalidInput(_name_mismatch(f"example {index}", names, missing, extra))
         rows.append([_scalar(merged[n], f"example {index}, feature {n!r}") for n in names])
-    return np.array(rows, dtype=np.float32)
+    with np.errstate(over="ignore"):  # 1e300 becomes inf in float32: the core refuses it
+        return np.array(rows, dtype=np.float32)
 
 
 def _scalar(value: Any, where: str) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 from service.config import Config
 from service.core.batching import Batcher, QueueObserver
 from service.core.validation import validate_inputs
-from service.errors import NotFound
+from service.errors import InvalidInput, NotFound
 from service.ops import context
 from service.repository.manager import ModelManager
 from service.repository.servable import Servable
@@ -35,11 +35,23 @@ class InferenceCore:
         signature = servable.signature(signature_name)
         rows = validate_inputs(inputs, signature, servable.card, self.config.max_instances)
         typed = {name: array.astype(signature.inputs[name].dtype, copy=False) for name, array in inputs.items()}
+        _require_finite(typed, "input {name!r}: values must be finite and within the range of {dtype}")
         # Timed here, the one place every door's model call passes: the request's phases follow.
         started = perf_counter()
         outputs = signature(typed) if self.batcher is None else self.batcher.run(servable, signature, typed, rows)
         context.note_inference(servable, started)
+        # JSON has no infinity: the doors would write null. Say why instead (e.g. 3e38 into y = 2x - 1).
+        _require_finite(outputs, "output {name!r} is not a finite {dtype} for this input: "
+                                 "the input is outside the range the model can compute")
         return outputs
+
+
+def _require_finite(arrays: dict[str, np.ndarray], message: str) -> None:
+    """Every float array finite. The doors refuse NaN and Infinity in JSON, but a number within
+    float64 becomes infinite in float32 (1e300), and a model can overflow on a finite input."""
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidInput(message.format(name=name, dtype=array.dtype))
 
 
 def parse_version(version: str | int | None) -> int | None:

@@ -31,6 +31,8 @@ _IGNORED_ENDPOINTS = {"static"}       # Flask's own /static route: no files are 
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 _VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_]\w*)>")
 _CONVERTERS = {"int": {"type": "integer"}, "float": {"type": "number"}, "uuid": {"type": "string", "format": "uuid"}}
+# The app's default converter: one segment without ':' (service/api/http.py, SegmentConverter).
+_DEFAULT_PARAMETER = {"type": "string", "minLength": 1, "pattern": "^[^/:]+$"}
 _PARAMETER_TEXT = {
     "name": "model name",
     "version": "model version number (default: the highest loaded)",
@@ -69,7 +71,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         for path, method, operation in _model_operations(servable, golden[servable.name], limits, tag, endpoints):
             _finish(operation, method, path, [])
             paths.setdefault(path, {})[method.lower()] = operation
-    return {
+    spec = {
         "openapi": "3.1.0",
         "info": {
             "title": NAME,
@@ -82,6 +84,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": COMPONENTS},
     }
+    security = app.extensions.get("security")   # service/api/security.py: bearer keys and their 401s
+    return security.document(spec) if security is not None else spec
 
 
 def openapi_paths(rule: Rule) -> list[str]:
@@ -118,7 +122,7 @@ def _path_parameter(rule: Rule, name: str, example: str | None) -> dict[str, Any
     converter = next((m["converter"] for m in _VARIABLE.finditer(rule.rule) if m["name"] == name), None)
     parameter: dict[str, Any] = {
         "name": name, "in": "path", "required": True,
-        "schema": dict(_CONVERTERS.get(converter or "", {"type": "string", "minLength": 1})),
+        "schema": dict(_CONVERTERS.get(converter or "", _DEFAULT_PARAMETER)),
     }
     if name in _PARAMETER_TEXT:
         parameter["description"] = _PARAMETER_TEXT[name]
