@@ -7,7 +7,7 @@ DEV := $(VENV)/.dev-installed
 MODEL ?= fashion_mnist
 ARGS ?=
 
-.PHONY: serve test train lint clean loadtest bench
+.PHONY: serve test train lint clean loadtest bench reliability faults
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ loadtest: $(DEV)  ## make loadtest ARGS="--users 50 --run-time 1m" (loadtest/REA
 
 bench: $(DEV)  ## make bench ARGS="--duration 5"; tables in reports/bench.md
 	$(PY) loadtest/bench.py $(ARGS)
+
+reliability: $(DEV)  ## bad-input catalogue, bomb memory and schemathesis (>= 1,000 requests) on a real server
+	$(PY) loadtest/reliability.py $(ARGS)
+
+faults: $(DEV)  ## worker SIGKILL, SIGTERM, hot reload, unreadable models, slow clients, under 50 locust users
+	$(PY) loadtest/faults.py $(ARGS)
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check .
