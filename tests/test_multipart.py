@@ -65,3 +65,11 @@ def test_hundreds_of_parts_are_refused_early():
     body, content_type = encoded(files=[("image", (f"{i}.png", b"x", "image/png")) for i in range(300)])
     with pytest.raises(PayloadTooLarge, match="more than 32 parts"):
         parse_multipart(body, content_type, 32)
+
+
+def test_boundaries_longer_than_the_rfc_allows_are_accepted():
+    boundary = "-" * 15 + "WerkzeugFormPart_1795770000.123456" + "7" * 30
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
+            f"data\r\n--{boundary}--\r\n").encode()
+    (part,) = parse_multipart(body, f"multipart/form-data; boundary={boundary}", 4)
+    assert part.data == b"data"
