@@ -27,7 +27,9 @@ def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
                            observer=metrics.observe_model_load)
     manager.refresh()
 
-    app = Flask(__name__)
+    # No app-wide /static route: the page and the docs serve their files through their
+    # blueprints, which add the security headers.
+    app = Flask(__name__, static_folder=None)
     app.url_map.converters["default"] = SegmentConverter  # route variables never hold ':' (name:predict)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
