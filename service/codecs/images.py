@@ -358,6 +358,275 @@ class FashionMnistPhoto(ImagePipeline):
 
 
 @dataclass(frozen=True)
+class FashionMnistPhotoV2(ImagePipeline):
+    """Version 2 of `fashion_mnist_photo`: a colour background model from the border, and the main object only.
+
+    Version 1 reads the background from the four corners; version 2 reads it from the whole
+    border and keeps only the garment itself:
+
+    - the border strip's colours are clustered (up to `colours`, deterministic k-means started
+      from the median and the farthest colours); a colour is background when it covers at
+      least `min_share` of the border and at most `centre_max` of the central region, so a
+      garment touching an edge does not make its own colours background;
+    - colours are compared as brightness plus chroma relative to brightness, so a shadow on a
+      red blanket stays blanket while a grey sweater on it does not; `lum_weight` < 1 counts
+      brightness changes (shadows, folds) less than changes of colour;
+    - what differs from every background colour by more than a per-image threshold (Otsu on
+      the distances, at least `min_threshold`) is foreground; thin lines (tile joints,
+      threads) are opened away; the connected component with the best area x centrality
+      (Gaussian weight of its centroid's distance from the centre, sigma `centre_sigma` of
+      the frame) is the garment, parts within `bridge` pixels of it joining it, holes filled;
+    - polarity as in version 1 (the garment ends up lighter than its surroundings), and levels
+      as Fashion-MNIST's negated product shots have them: each garment pixel's contrast with
+      the background right around the garment, stretched so the garment's `highlight`
+      percentile becomes `top`; exactly 0 outside the garment;
+    - the garment's box is fitted to the frame like Fashion-MNIST's items (long side = `fill`
+      of the frame, centred), antialiased (Lanczos from the working size).
+
+    An image already at the model's size is taken as prepared, exactly as in version 1.
+    """
+
+    name: ClassVar[str] = "fashion_mnist_photo"
+    version: ClassVar[int] = 2
+
+    height: int = 28
+    width: int = 28
+    working_size: int = 128          # long side the analysis runs at
+    border: float = 0.04             # border strip width, as a fraction of the short side
+    colours: int = 4                 # most background colours looked for in the border
+    min_share: float = 0.1           # a background colour covers at least this share of the border...
+    centre_max: float = 0.25         # ...and at most this share of the central region (middle 40% x 40%)
+    lum_weight: float = 1.0          # weight of brightness differences against chroma differences
+    denoise: int = 1                 # box blur radius before the colour analysis (textures, JPEG noise)
+    min_threshold: float = 24.0      # least colour distance that counts as garment...
+    otsu_scale: float = 0.7          # ...or this times Otsu's threshold of the distances, if more
+    centre_sigma: float = 0.35       # centrality weight of a component, as a fraction of the frame
+    bridge: int = 2                  # gaps up to twice this (working pixels) still join the garment
+    trim: float = 0.002              # share of garment pixels ignored at each side of its box
+    min_item: float = 0.01           # garment smaller than this share of the image: take the whole image
+    highlight: float = 99.5          # percentile of the garment's contrast that becomes `top`...
+    min_contrast: float = 32.0       # ...unless its contrast is smaller than this (no stretching of noise)
+    top: float = 220.0               # level of the garment's highlights (see README, "Real photos")
+    fill: float = 1.0                # long side of the garment's box, as a share of the frame
+    resample: str = "lanczos"
+
+    @property
+    def work_size(self) -> int | None:
+        return self.working_size
+
+    def run(self, image: Image.Image) -> tuple[Image.Image, bool]:
+        alpha = _transparency_mask(image, 0.06)
+        flat = flatten_alpha(image)
+        if flat.size == (self.width, self.height):
+            gray = flat.convert("L")
+            light = _corner_median(np.asarray(gray), 0.06) >= 128
+            return (ImageOps.invert(gray) if light else gray), light
+
+        if max(flat.size) > self.working_size:
+            flat, alpha = _shrink(flat, alpha, self.working_size)
+        rgb_image = flat.convert("RGB")
+        lum = np.asarray(rgb_image.convert("L"))
+        item = alpha if alpha is not None else self._segment(rgb_image)
+        if np.count_nonzero(item) < self.min_item * item.size:
+            item = np.ones_like(item)
+        box = _trimmed_box(item, self.trim)
+
+        around = ~_grow(_grow(item))
+        garment = lum[item]
+        background = _quantile_u8(lum[around] if around.any() else _corners(lum, 0.06), 0.5)
+        inverted = background > _quantile_u8(garment, 0.5)
+        values = 255.0 - lum.astype(np.float32) if inverted else lum.astype(np.float32)
+        base = 255.0 - background if inverted else background
+        high = _quantile_u8(255 - garment if inverted else garment, self.highlight / 100)
+        levels = np.clip((values - base) / max(high - base, self.min_contrast), 0.0, 1.0) * (self.top * item)
+        seen = Image.fromarray(np.rint(levels).astype(np.uint8), "L")
+        seen = _fit(seen, box, (self.width, self.height), _RESAMPLE[self.resample], self.fill)
+        return seen, bool(inverted)
+
+    def to_array(self, seen: Image.Image) -> np.ndarray:
+        return np.asarray(seen, dtype=np.float32)
+
+    def _segment(self, rgb_image: Image.Image) -> np.ndarray:
+        """Boolean mask of the garment at working size."""
+        smooth = rgb_image.filter(ImageFilter.BoxBlur(self.denoise)) if self.denoise else rgb_image
+        features = _colour_features(np.asarray(smooth, dtype=np.float32), self.lum_weight)
+        height, width = features.shape[:2]
+        strip = max(1, round(min(height, width) * self.border))
+        centres = _background_colours(features, strip, self.colours, self.min_share, self.centre_max,
+                                      self.min_threshold)
+        if centres is None:   # nothing in the border looks like background: fall back to the corners
+            centres = _corners(features, 0.06)[::4]
+        pixels = features.reshape(-1, features.shape[-1])
+        # |p - c|^2 = |p|^2 - 2 p.c + |c|^2, for every centre in one matrix product
+        squared = np.einsum("pc,pc->p", pixels, pixels) + (
+            np.einsum("kc,kc->k", centres, centres) - 2 * pixels @ centres.T).min(axis=1)
+        distance = np.sqrt(np.maximum(squared, 0)).reshape(height, width)
+        threshold = max(self.min_threshold, self.otsu_scale * _otsu(np.clip(distance, 0, 255).astype(np.uint8)))
+        found = distance > threshold
+        opened = _grow(_shrink_mask(found))          # drops specks and lines thinner than 3 px
+        return _fill_holes(_main_object(opened if opened.any() else found, self.centre_sigma, self.bridge))
+
+
+def _colour_features(rgb: np.ndarray, lum_weight: float) -> np.ndarray:
+    """(H, W, 4): brightness (weighted) and chroma relative to brightness, in level units.
+
+    Shading scales a surface's colour, so its chroma divided by its brightness barely moves;
+    the floor of 32 keeps the noise of near-black pixels from being magnified.
+    """
+    brightness = rgb.sum(axis=-1, keepdims=True) * np.float32(1 / 3)
+    chroma = (rgb - brightness) * (np.float32(128.0) / np.maximum(brightness, np.float32(32.0)))
+    return np.concatenate([brightness * np.float32(math.sqrt(3.0 * lum_weight)), chroma], axis=-1)
+
+
+def _background_colours(features: np.ndarray, strip: int, count: int, min_share: float, centre_max: float,
+                        tolerance: float) -> np.ndarray | None:
+    """The border's background colours (k, C), or None; see FashionMnistPhotoV2."""
+    sides = (features[:strip], features[-strip:], features[strip:-strip, :strip], features[strip:-strip, -strip:])
+    pixels = np.concatenate([side.reshape(-1, features.shape[-1]) for side in sides])[::3]
+    centres = [np.median(pixels, axis=0)]
+    nearest = np.square(pixels - centres[0]).sum(axis=1)
+    for _ in range(count - 1):
+        farthest = int(np.argmax(nearest))
+        if nearest[farthest] < tolerance**2:   # the rest is one colour already
+            break
+        centres.append(pixels[farthest])
+        np.minimum(nearest, np.square(pixels - centres[-1]).sum(axis=1), out=nearest)
+    means = np.array(centres, dtype=np.float32)
+    for _ in range(4):
+        assigned = _nearest(pixels, means)[0]
+        sizes = np.bincount(assigned, minlength=len(means))
+        used = sizes > 0
+        for channel in range(means.shape[1]):
+            sums = np.bincount(assigned, weights=pixels[:, channel], minlength=len(means))
+            means[used, channel] = sums[used] / sizes[used]
+    assigned = _nearest(pixels, means)[0]
+    border_share = np.bincount(assigned, minlength=len(means)) / len(pixels)
+    height, width = features.shape[:2]
+    middle = features[int(height * 0.3):int(height * 0.7) + 1, int(width * 0.3):int(width * 0.7) + 1]
+    middle = middle.reshape(-1, features.shape[-1])[::2]
+    index, squared = _nearest(middle, means)
+    close = squared <= tolerance**2
+    centre_share = np.bincount(index[close], minlength=len(means)) / max(len(middle), 1)
+    keep = (border_share >= min_share) & (centre_share <= centre_max)
+    return means[keep] if keep.any() else None
+
+
+def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the nearest centre of each point, and the squared distance to it."""
+    squared = np.einsum("pc,pc->p", points, points)[:, np.newaxis] - 2 * points @ centres.T
+    squared += np.einsum("kc,kc->k", centres, centres)
+    index = squared.argmin(axis=1)
+    return index, squared[np.arange(len(points)), index]
+
+
+def _main_object(mask: np.ndarray, sigma: float, bridge: int) -> np.ndarray:
+    """The connected component with the best area x centrality, with what lies within `bridge` pixels of it."""
+    joined = mask
+    for _ in range(bridge):
+        joined = _grow(joined)
+    labels, count = _components(joined)
+    if count == 0:
+        return mask
+    height, width = mask.shape
+    flat = labels.ravel()
+    where = np.flatnonzero(flat >= 0)
+    ids = flat[where]
+    area = np.bincount(ids, minlength=count).astype(np.float64)
+    rows, cols = np.divmod(where, width)
+    centre_y = np.bincount(ids, rows, minlength=count) / area / height - 0.5
+    centre_x = np.bincount(ids, cols, minlength=count) / area / width - 0.5
+    score = area * np.exp(-(centre_y**2 + centre_x**2) / (2 * sigma**2))
+    chosen = labels == int(np.argmax(score))
+    closed = chosen
+    for _ in range(bridge):
+        closed = _shrink_mask(closed)
+    return closed | (chosen & mask)
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """3x3 dilation (as _dilate, without padding copies)."""
+    rows = mask.copy()
+    rows[1:] |= mask[:-1]
+    rows[:-1] |= mask[1:]
+    out = rows.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
+
+
+def _shrink_mask(mask: np.ndarray) -> np.ndarray:
+    """3x3 erosion (as _erode: beyond the image counts as its edge pixel)."""
+    rows = mask.copy()
+    rows[1:] &= mask[:-1]
+    rows[:-1] &= mask[1:]
+    out = rows.copy()
+    out[:, 1:] &= rows[:, :-1]
+    out[:, :-1] &= rows[:, 1:]
+    return out
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every region of the rest that does not reach the image's edge added."""
+    labels, count = _components(~mask)
+    if count == 0:
+        return mask
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    outside = np.zeros(count + 1, dtype=bool)
+    outside[edge + 1] = True
+    outside[0] = False              # label -1: the mask itself
+    return ~outside[labels + 1]
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components: labels (-1 outside the mask, else 0..count-1) and their count.
+
+    From row runs: runs of neighbouring rows that overlap are joined by label propagation
+    with pointer jumping over the (few hundred) runs, all in numpy.
+    """
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    change = np.diff(padded, axis=1)
+    run_rows, run_starts = np.nonzero(change == 1)
+    _, run_ends = np.nonzero(change == -1)          # exclusive; same order as the starts
+    labels = np.full(height * width, -1, dtype=np.int64)
+    runs = len(run_rows)
+    if runs == 0:
+        return labels.reshape(height, width), 0
+    stride = width + 1
+    start_keys = run_rows * stride + run_starts
+    end_keys = run_rows * stride + run_ends
+    # Runs of the row above that overlap run j: they end after j starts and start before j ends.
+    above = (run_rows - 1) * stride
+    first = np.searchsorted(end_keys, above + run_starts, side="right")
+    last = np.searchsorted(start_keys, above + run_ends, side="left")
+    links = np.where(run_rows > 0, np.maximum(last - first, 0), 0)
+    parent = np.arange(runs)
+    if links.any():
+        a = np.repeat(np.arange(runs), links)
+        b = np.repeat(first, links) + np.arange(links.sum()) - np.repeat(np.cumsum(links) - links, links)
+        while True:
+            root_a, root_b = parent[a], parent[b]
+            differ = root_a != root_b
+            if not differ.any():
+                break
+            root_a, root_b = root_a[differ], root_b[differ]
+            low = np.minimum(root_a, root_b)
+            np.minimum.at(parent, root_a, low)     # hook the larger root under the smaller
+            np.minimum.at(parent, root_b, low)
+            while True:                            # and point every run at its root
+                jumped = parent[parent]
+                if np.array_equal(jumped, parent):
+                    break
+                parent = jumped
+    roots, run_labels = np.unique(parent, return_inverse=True)
+    lengths = run_ends - run_starts
+    offsets = run_rows * width + run_starts - (np.cumsum(lengths) - lengths)
+    labels[np.repeat(offsets, lengths) + np.arange(lengths.sum())] = np.repeat(run_labels, lengths)
+    return labels.reshape(height, width), len(roots)
+
+
+@dataclass(frozen=True)
 class Resize(ImagePipeline):
     """Any image model: resize to the card's height x width, 1 or 3 channels, scaled to its value range.
 
@@ -417,6 +686,7 @@ _NUMERIC_DTYPES = ("float16", "float32", "float64", "uint8", "int8", "int16", "i
 
 PIPELINES: dict[tuple[str, int], type[ImagePipeline]] = {
     (FashionMnistPhoto.name, FashionMnistPhoto.version): FashionMnistPhoto,
+    (FashionMnistPhotoV2.name, FashionMnistPhotoV2.version): FashionMnistPhotoV2,
     (Resize.name, Resize.version): Resize,
 }
 
@@ -425,7 +695,9 @@ def pipeline_for(card_input: Mapping[str, Any]) -> ImagePipeline:
     """The pipeline a card's `input` asks for, with the parameters it recorded over the card's shape.
 
     Without `input.image.preprocessing`: `fashion_mnist_photo` for grayscale models trained on
-    dark backgrounds, `resize` for any other image model.
+    dark backgrounds, `resize` for any other image model. Without a recorded version: version 1,
+    which is what every card that records none was validated with (a later version must never
+    change the answers of a model published before it).
     """
     height, width, channels = _image_shape(card_input)
     image = card_input.get("image") or {}
@@ -437,7 +709,7 @@ def pipeline_for(card_input: Mapping[str, Any]) -> ImagePipeline:
     if not versions:
         known = ", ".join(sorted({known for known, _ in PIPELINES}))
         raise ServingError(f"the model card asks for image preprocessing {name!r}; this server knows {known}")
-    version = int(chosen.get("version") or versions[-1])
+    version = int(chosen.get("version") or versions[0])
     if (name, version) not in PIPELINES:
         raise ServingError(f"the model card asks for image preprocessing {name!r} version {version}; "
                            f"this server has versions {versions}")
@@ -613,11 +885,11 @@ def _trimmed_box(mask: np.ndarray, trim: float) -> tuple[int, int, int, int]:
 
 
 def _fit(image: Image.Image, box: tuple[int, int, int, int], size: tuple[int, int],
-         method: Image.Resampling) -> Image.Image:
-    """Scale the box so it fills the frame in its long direction, centred on black."""
+         method: Image.Resampling, fill: float = 1.0) -> Image.Image:
+    """Scale the box so it fills `fill` of the frame in its long direction, centred on black."""
     left, top, right, bottom = box
     box_w, box_h = right - left, bottom - top
-    scale = min(size[0] / box_w, size[1] / box_h)
+    scale = fill * min(size[0] / box_w, size[1] / box_h)
     new_w = min(size[0], max(1, round(box_w * scale)))
     new_h = min(size[1], max(1, round(box_h * scale)))
     scaled = image.resize((new_w, new_h), method, box=box, reducing_gap=3.0)
