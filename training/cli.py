@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from training import TrainingError
+from training.augment import Augmentation
 from training.recipes import RECIPES, Hyperparameters, recipe_for
 
 
@@ -31,11 +32,15 @@ def parser() -> argparse.ArgumentParser:
         description="Train one of the lesson's models, evaluate it on held-out data and "
         "export it as the next version of a TensorFlow SavedModel.",
     )
-    p.add_argument("model", help=f"one of: {', '.join(RECIPES)}")
+    p.add_argument("model", help=f"one of: {', '.join(RECIPES)} (fashion_mnist_cnn exports as fashion_mnist)")
     p.add_argument("--epochs", type=_positive_int, help="default: the lesson's")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--learning-rate", type=_positive_float)
-    p.add_argument("--hidden-units", type=_positive_int, help="width of the hidden layer (iris, fashion_mnist)")
+    p.add_argument("--hidden-units", type=_positive_int, help="width of the hidden layer (iris, fashion_mnist*)")
+    p.add_argument("--augment", metavar="KEY=VALUE,...",
+                   help="training augmentations over the recipe's (fashion_mnist_cnn: flip, rotate, aspect, fill, "
+                   "shift, gamma, floor, blur, erase, erase_area, thickness, noise, clean; see training/augment.py); "
+                   "'none' for none"),
     p.add_argument("--seed", type=int, help="random seed for weights, shuffling and the iris split")
     p.add_argument("--data-dir", type=Path,
                    help="local data: the four Fashion-MNIST IDX .gz files, or a folder with iris.csv; "
@@ -59,11 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             hidden_units=args.hidden_units or defaults.hidden_units,
             seed=defaults.seed if args.seed is None else args.seed,
         )
+        augmentation = recipe.augmentation
+        if args.augment is not None:
+            augmentation = Augmentation.parse(args.augment, base=recipe.augmentation)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from training.train import train
 
         target = train(recipe, hp, args.data_dir, args.output_dir, args.train_limit, args.test_limit,
-                       verbose=0 if args.quiet else 2)
+                       verbose=0 if args.quiet else 2, augmentation=augmentation)
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

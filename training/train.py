@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from training import TrainingError
+from training.augment import Augmentation, training_dataset
 from training.datasets import Dataset
 from training.evaluate import classification_report, regression_report
 from training.export import (
@@ -40,8 +41,13 @@ def train(
     train_limit: int | None = None,
     test_limit: int | None = None,
     verbose: int = 2,
+    augmentation: Augmentation | None = None,
 ) -> Path:
-    """Train `recipe`, export it as the next version under `output_dir` and return its folder."""
+    """Train `recipe`, export it as the next version under `output_dir` and return its folder.
+
+    `augmentation` defaults to the recipe's; `Augmentation()` trains on the images as they are.
+    """
+    augmentation = recipe.augmentation if augmentation is None else augmentation
     model_dir = prepare_model_dir(output_dir, recipe.name)
     data = recipe.load(data_dir, hp).limited(train_limit, test_limit)
     if len(data.x_train) == 0 or len(data.x_test) == 0:
@@ -54,14 +60,24 @@ def train(
 
     keras.utils.set_random_seed(hp.seed)
     model = recipe.build(data, hp)
-    optimizer = keras.optimizers.get({"class_name": recipe.optimizer, "config": {"learning_rate": hp.learning_rate}})
+    steps_per_epoch = -(-len(data.x_train) // hp.batch_size)
+    learning_rate: Any = hp.learning_rate
+    if recipe.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(hp.learning_rate, steps_per_epoch * hp.epochs)
+    optimizer = keras.optimizers.get({"class_name": recipe.optimizer, "config": {"learning_rate": learning_rate}})
     metrics = ["accuracy"] if recipe.task == "classification" else []
     model.compile(optimizer=optimizer, loss=recipe.loss, metrics=metrics)
     started = time.perf_counter()
-    history = model.fit(
-        data.x_train.astype(np.float32), data.y_train,
-        epochs=hp.epochs, batch_size=hp.batch_size, verbose=verbose,
-    )
+    if augmentation.active:
+        batches, steps_per_epoch = training_dataset(data.x_train, data.y_train, augmentation, hp.batch_size,
+                                                    hp.epochs, hp.seed)
+        history = model.fit(batches, epochs=hp.epochs, steps_per_epoch=steps_per_epoch, verbose=verbose,
+                            shuffle=False)   # shuffled by the data set, per epoch and seed
+    else:
+        history = model.fit(
+            data.x_train.astype(np.float32), data.y_train,
+            epochs=hp.epochs, batch_size=hp.batch_size, verbose=verbose,
+        )
     train_seconds = time.perf_counter() - started
 
     version = next_version(model_dir)
@@ -74,7 +90,7 @@ def train(
         evaluation = _evaluate(recipe, data, outputs, extra, history.history)
         golden = _golden(recipe, data, signature)
         write_json(extra / GOLDEN_FILE, golden)
-        card = _card(recipe, version, hp, data, evaluation, train_seconds, history.history)
+        card = _card(recipe, version, hp, data, evaluation, train_seconds, history.history, augmentation)
         write_json(extra / CARD_FILE, card)
         return publish(staging, model_dir, version)
 
@@ -124,7 +140,7 @@ def _golden(recipe: Recipe, data: Dataset, signature: Any) -> dict[str, Any]:
 
 
 def _card(recipe: Recipe, version: int, hp: Hyperparameters, data: Dataset, evaluation: dict[str, Any],
-          train_seconds: float, history: dict[str, list[float]]) -> dict[str, Any]:
+          train_seconds: float, history: dict[str, list[float]], augmentation: Augmentation) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
@@ -147,6 +163,9 @@ def _card(recipe: Recipe, version: int, hp: Hyperparameters, data: Dataset, eval
             **asdict(hp),
             "optimizer": recipe.optimizer,
             "loss": recipe.loss,
+            "architecture": recipe.architecture,
+            "lr_schedule": recipe.lr_schedule,
+            "augmentation": augmentation.record(),   # {}: none (training/augment.py)
             "train_samples": len(data.x_train),
             "seconds": round(train_seconds, 1),
             "final_epoch": {key: round(values[-1], 6) for key, values in history.items()},
