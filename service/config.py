@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+DEFAULT_MODEL_CONFIG = "models.yaml"   # in model_base_path: used when model_config is not set
+
 
 @dataclass(frozen=True)
 class Config:
     model_base_path: Path = Path("models")
-    model_config: Path | None = None          # JSON/YAML: version policy and labels per model
+    model_config: Path | None = None          # JSON/YAML: version policy and labels per model (default below)
     poll_seconds: float = 2.0                 # how often each worker rescans model_base_path
     max_body_bytes: int = 16 * 1024 * 1024    # any request body; larger answers 413
     max_instances: int = 256                  # instances (rows) in one request
@@ -29,6 +31,13 @@ class Config:
     api_keys: str = dataclasses.field(default="", repr=False)   # comma-separated bearer keys; empty: no authentication
     auth_open_paths: str = "/v2/health,/metrics,/,/web,/docs,/openapi.json"   # served without a key
     cors_origins: str = ""                    # comma-separated origins allowed from browsers, or *; empty: off
+
+    def __post_init__(self) -> None:
+        # Without MODEL_CONFIG, the models folder's own models.yaml (if any) sets policies and labels.
+        if self.model_config is None:
+            default = Path(self.model_base_path) / DEFAULT_MODEL_CONFIG
+            if default.is_file():
+                object.__setattr__(self, "model_config", default)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

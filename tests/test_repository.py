@@ -113,7 +113,7 @@ class FakeLoader:
 
 
 def test_scan_finds_the_committed_models():
-    assert scan(MODELS) == {"fashion_mnist": [1], "iris": [1], "linear": [1]}
+    assert scan(MODELS) == {"fashion_mnist": [1, 2], "iris": [1], "linear": [1]}
 
 
 def test_scan_ignores_what_is_not_a_finished_version(base):

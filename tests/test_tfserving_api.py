@@ -35,7 +35,7 @@ def test_status_has_tf_serving_structure(client):
 
 
 def test_metadata_is_the_signature_def_map(client):
-    body = client.get("/v1/models/fashion_mnist/metadata").get_json()
+    body = client.get("/v1/models/fashion_mnist/versions/1/metadata").get_json()
     assert body["model_spec"] == {"name": "fashion_mnist", "signature_name": "", "version": "1"}
     defs = body["metadata"]["signature_def"]["signature_def"]
     assert {"serving_default", "top_class", "__saved_model_init_op"} <= set(defs)
