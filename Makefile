@@ -7,7 +7,7 @@ DEV := $(VENV)/.dev-installed
 MODEL ?= fashion_mnist
 ARGS ?=
 
-.PHONY: serve test train lint clean loadtest bench reliability faults
+.PHONY: serve test train lint clean loadtest bench reliability faults photos
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ reliability: $(DEV)  ## bad-input catalogue, bomb memory and schemathesis (>= 1,
 
 faults: $(DEV)  ## worker SIGKILL, SIGTERM, hot reload, unreadable models, slow clients, under 50 locust users
 	$(PY) loadtest/faults.py $(ARGS)
+
+photos: $(DEV)  ## make photos [PHOTOS=/path]: real clothing photos through the served upload path, v1 vs v2
+	$(PY) scripts/photos.py $(PHOTOS) $(ARGS)
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check .
