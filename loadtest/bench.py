@@ -74,6 +74,11 @@ class BenchRequest:
     path: str
     content_type: str | None = None
     target: Target | None = None
+    body: str | None = None       # key of the request body in prepare_bodies() (default: key)
+
+    @property
+    def body_key(self) -> str:
+        return self.body or self.key
 
 
 REQUESTS = {
@@ -85,8 +90,17 @@ REQUESTS = {
                      "/v1/models/fashion_mnist:predict", "application/json", Target(0.65, 30)),
         BenchRequest("png_upload", "fashion_mnist 28x28 PNG upload", "POST", "/api/models/fashion_mnist/predict",
                      f"multipart/form-data; boundary={BOUNDARY}", Target(0.50, 40)),
+        # The same two requests answered by version 1 (label `lesson`, the lesson's MLP): version 2, the
+        # default, may cost at most 10% of their throughput (README, "Real photos").
+        BenchRequest("fashion_json_lesson", "fashion_mnist JSON, version 1 (lesson)", "POST",
+                     "/v1/models/fashion_mnist/labels/lesson:predict", "application/json", body="fashion_json"),
+        BenchRequest("png_upload_lesson", "fashion_mnist PNG upload, version 1 (lesson)", "POST",
+                     "/api/models/fashion_mnist/labels/lesson/predict", f"multipart/form-data; boundary={BOUNDARY}",
+                     body="png_upload"),
     )
 }
+# (default row, version-1 row): req/s of the default version as a share of version 1's, per connection count
+VERSION_PAIRS = (("fashion_json", "fashion_json_lesson"), ("png_upload", "png_upload_lesson"))
 
 
 # --------------------------------------------------------------------------- request bodies, made in advance
@@ -127,14 +141,14 @@ def check_answer(url: str, request: BenchRequest, body: Path | None) -> str | No
     answer = response.json()
     if request.key == "ceiling":
         return None if answer == {"live": True} else f"unexpected answer {answer}"
-    if request.key == "png_upload":
+    if request.body_key == "png_upload":
         if not isinstance(answer.get("version"), int) or len(answer.get("predictions", [])) != 1:
             return f"unexpected answer {str(answer)[:300]}"
         probabilities = list(answer["predictions"][0]["probabilities"].values())
     else:
         predictions = answer.get("predictions", [])
         probabilities = predictions[0] if len(predictions) == 1 else []
-    expected = 3 if request.key == "iris" else 10
+    expected = 3 if request.body_key == "iris" else 10
     row = np.asarray(probabilities, dtype=float)
     if row.shape != (expected,) or abs(row.sum() - 1) > 1e-3:
         return f"expected {expected} probabilities, got {str(answer)[:300]}"
@@ -236,6 +250,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
     pss = ", ".join(f"{pid}: {mib:.0f} MiB" for pid, mib in meta["workers_pss_mib"].items()) or "n/a"
     lines += ["", f"Worker PSS after the run: {pss}.", ""]
+    if meta["default_vs_lesson"]:
+        lines += [ratio_text(meta["default_vs_lesson"]), ""]
     return "\n".join(lines)
 
 
@@ -306,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nworker PSS after the run: {pss}; "
           f"load average at the start {meta['loadavg_start'][0]:.2f} on {meta['cpus']} CPUs "
           "(other work on the machine lowers every figure)")
+    if meta["default_vs_lesson"]:
+        print(ratio_text(meta["default_vs_lesson"]))
     (args.out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     (args.out / "bench.md").write_text(markdown(meta, rows))
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
@@ -325,7 +343,7 @@ def bench(args: argparse.Namespace, url: str, master_pid: int | None, chosen: li
     }
 
     def load(request: BenchRequest, connections: int, seconds: float) -> dict[str, Any]:
-        body = bodies.get(request.key)
+        body = bodies.get(request.body_key)
         if args.tool == "wrk":
             return run_wrk(url, request, body, connections, seconds, args.wrk_threads)
         return run_locust(url, request, body, connections, seconds, scratch)
@@ -339,7 +357,7 @@ def bench(args: argparse.Namespace, url: str, master_pid: int | None, chosen: li
     rows: list[dict[str, Any]] = []
     ceiling: dict[int, float] = {}
     for request in chosen:
-        problem = check_answer(url, request, bodies.get(request.key))
+        problem = check_answer(url, request, bodies.get(request.body_key))
         if problem:
             raise SystemExit(f"{request.label}: wrong answer before the load, not benchmarking: {problem}")
         if args.warmup > 0:
@@ -363,7 +381,23 @@ def bench(args: argparse.Namespace, url: str, master_pid: int | None, chosen: li
             rows.append(row)
     meta["workers_pss_mib"] = workers_pss()
     meta["loadavg_end"] = list(os.getloadavg())
+    meta["default_vs_lesson"] = version_ratios(rows)
     return rows, meta
+
+
+def version_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """`<request>@<connections>`: req/s of the default version over version 1's (goal: at least 0.90)."""
+    rps = {(r["request"], r["connections"]): r["rps"] for r in rows}
+    return {f"{default}@{connections}": round(rps[default, connections] / rps[lesson, connections], 3)
+            for default, lesson in VERSION_PAIRS for (key, connections) in rps
+            if key == default and (lesson, connections) in rps}
+
+
+def ratio_text(ratios: dict[str, float]) -> str:
+    if not ratios:
+        return ""
+    pairs = ", ".join(f"{key} {value:.2f}" for key, value in ratios.items())
+    return f"Default version (2) req/s as a share of version 1's (goal >= 0.90): {pairs}."
 
 
 def _tool_version(tool: str) -> str:

@@ -50,11 +50,13 @@ def test_locust_suite_fails_when_p99_is_over_the_threshold(server, tmp_path):
 def test_bench_tiny_run_writes_the_table(server, tmp_path):
     out = tmp_path / "bench"
     result = run(BENCH, "--host", server.url, "--server-pid", str(server.process.pid), "--duration", "1",
-                 "--connections", "4", "--requests", "ceiling,iris", "--warmup", "0", "--out", str(out))
+                 "--connections", "4", "--requests", "ceiling,iris,png_upload,png_upload_lesson", "--warmup", "0",
+                 "--out", str(out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
     rows = report["rows"]
-    assert [(r["request"], r["connections"]) for r in rows] == [("ceiling", 4), ("iris", 4)]
+    assert [(r["request"], r["connections"]) for r in rows] == [
+        ("ceiling", 4), ("iris", 4), ("png_upload", 4), ("png_upload_lesson", 4)]
     for row in rows:
         assert {"rps", "p50_ms", "p99_ms", "errors", "share_of_ceiling", "pss_mib_max", "pss_mib_workers",
                 "target", "result"} <= set(row)
@@ -63,6 +65,9 @@ def test_bench_tiny_run_writes_the_table(server, tmp_path):
         assert row["pss_mib_max"] > 0       # the workers of the session's gunicorn were found
     assert rows[0]["share_of_ceiling"] == 1.0
     assert rows[1]["share_of_ceiling"] > 0
+    ratio = report["meta"]["default_vs_lesson"]["png_upload@4"]     # version 2 over version 1 (label lesson)
+    assert ratio == pytest.approx(rows[2]["rps"] / rows[3]["rps"], rel=1e-2)
     assert len(report["meta"]["workers_pss_mib"]) == 2
     markdown = (out / "bench.md").read_text()
     assert "| request | conns | req/s |" in markdown and "share of ceiling" in markdown
+    assert "share of version 1's" in markdown
