@@ -109,7 +109,17 @@ def test_app_errors_are_json_with_the_request_id():
     assert "RuntimeError: boom" in line["exception"] and "\n" not in formatter.format(record)
 
 
-def test_metrics_count_requests_by_model_version_route_and_status(client):
+@pytest.fixture(scope="module")
+def batching_client(models_dir):
+    """The app with micro-batching on (off by default), so the queue and batch metrics have samples."""
+    from service.app import create_app
+    from service.config import Config
+
+    return create_app(Config(model_base_path=models_dir, poll_seconds=0, batching=True), watch=False).test_client()
+
+
+def test_metrics_count_requests_by_model_version_route_and_status(batching_client):
+    client = batching_client
     before = samples(client.get("/metrics").get_data(as_text=True))
     for _ in range(3):
         assert client.post("/api/models/iris/predict", json=SETOSA).status_code == 200
@@ -134,7 +144,7 @@ def test_metrics_count_requests_by_model_version_route_and_status(client):
     assert delta("model_server_request_duration_seconds_count", route=friendly) == 3
     for phase in ("decode", "inference", "encode"):
         assert delta("model_server_request_phase_seconds_count", phase=phase, model="iris") == 3
-    assert delta("model_server_request_phase_seconds_count", phase="queue", model="iris") == 3  # batching is on
+    assert delta("model_server_request_phase_seconds_count", phase="queue", model="iris") == 3
     assert delta("model_server_batch_size_count", model="iris") == 3
     assert value(after, "model_server_worker_memory_bytes", kind="rss") > 10e6
     assert value(after, "model_server_model_load_seconds_count", model="iris") >= 1
