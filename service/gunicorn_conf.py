@@ -53,6 +53,13 @@ def on_starting(server: Any) -> None:
     else:
         path = _metrics_dir_created = tempfile.mkdtemp(prefix="model-server-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # TensorFlow imported once here, before the workers fork, is shared by them instead of being
+    # imported by each: worker PSS 236 instead of 455 MiB with the committed models, and a
+    # replacement worker starts sooner. Importing is safe before a fork; loading a model is not,
+    # so models still load in each worker (service/wsgi.py).
+    from service.runtime import import_tensorflow
+
+    import_tensorflow()
     if _drain_seconds >= graceful_timeout:
         server.log.warning("DRAIN_SECONDS=%g is not below GRACEFUL_TIMEOUT=%d: workers still draining when "
                            "the timeout ends are killed with their requests", _drain_seconds, graceful_timeout)

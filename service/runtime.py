@@ -10,13 +10,19 @@ from service.config import Config
 _configured = False
 
 
+def import_tensorflow() -> None:
+    """Import TensorFlow with its C++ logging at warnings and above (what every process here wants)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow  # noqa: F401
+
+
 def configure_tensorflow(config: Config) -> None:
     """Pin TensorFlow's thread pools: with several workers per machine, one pool per core
     per worker would oversubscribe the cores and slow every request down."""
     global _configured  # noqa: PLW0603 - TensorFlow accepts these settings once per process
     if _configured:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow()
     import tensorflow as tf
 
     try:
