@@ -4,8 +4,9 @@ Starts the real server once (gunicorn, service/gunicorn_conf.py, the same settin
 row) and drives it from a separate process, wrk if installed (Lua scripts in loadtest/wrk/,
 bodies prepared in advance), else locust. For each request and connection count it reports
 req/s, p50, p99, errors (non-2xx responses + socket errors), the share of the ceiling
-(`GET /v2/health/live` at the same connections) and the proportional set size (PSS) of the
-gunicorn workers after the row, and checks the reference targets:
+(`GET /v2/health/live` at the same connections, in the same round: every request runs in
+turn, three rounds by default, and a row gives the medians) and the proportional set size
+(PSS) of the gunicorn workers, and checks the reference targets:
 
     ceiling        GET /v2/health/live                                  0 errors, PSS <= 350 MiB per worker
     iris           POST /v1/models/iris:predict, 1 instance            share >= 0.80, p99 < 25 ms at 64 connections
@@ -16,7 +17,7 @@ gunicorn workers after the row, and checks the reference targets:
 Writes <out>/bench.json and <out>/bench.md. Figures depend on the machine and on what else runs
 on it: the load average at the start is recorded with them.
 
-    python loadtest/bench.py                                   # ~2 minutes
+    python loadtest/bench.py                                   # ~3 minutes
     python loadtest/bench.py --duration 5 --connections 16 --requests ceiling,iris
     python loadtest/bench.py --host http://127.0.0.1:8501 --server-pid <gunicorn master pid>
 """
@@ -33,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,7 +249,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     ]
     lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
     pss = ", ".join(f"{pid}: {mib:.0f} MiB" for pid, mib in meta["workers_pss_mib"].items()) or "n/a"
-    lines += ["", f"Worker PSS after the run: {pss}.", ""]
+    lines += ["", f"Worker PSS after the run: {pss}; master: {meta['master_pss_mib']} MiB.", ""]
     if meta["default_vs_lesson"]:
         lines += [ratio_text(meta["default_vs_lesson"]), ""]
     return "\n".join(lines)
@@ -259,7 +259,10 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per row (default 10)")
+    parser.add_argument("--duration", type=float, default=12.0,
+                        help="seconds per row, split over the rounds (default 12)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over all requests; shares are the median of the rounds' (default 3)")
     parser.add_argument("--connections", default="16,64", help="comma-separated connection counts (default 16,64)")
     parser.add_argument("--requests", default=",".join(REQUESTS),
                         help=f"comma-separated subset of {', '.join(REQUESTS)} (default: all)")
@@ -310,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"starting gunicorn ({args.workers} workers x {args.threads} threads) on {server.url} ...",
                       flush=True)
                 server.wait_ready()
+                server.wait_settled(args.workers)
                 url, master_pid = server.url, server.process.pid
             rows, meta = bench(args, url, master_pid, chosen, bodies, scratch)
         finally:
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text_table(rows))
     pss = ", ".join(f"{pid}: {mib:.0f} MiB" for pid, mib in meta["workers_pss_mib"].items()) or "n/a"
-    print(f"\nworker PSS after the run: {pss}; "
+    print(f"\nworker PSS after the run: {pss}; master {meta['master_pss_mib']} MiB; "
           f"load average at the start {meta['loadavg_start'][0]:.2f} on {meta['cpus']} CPUs "
           "(other work on the machine lowers every figure)")
     if meta["default_vs_lesson"]:
@@ -355,34 +359,63 @@ def bench(args: argparse.Namespace, url: str, master_pid: int | None, chosen: li
         return {pid: round(mib, 1) for pid, mib in found.items() if mib is not None}
 
     rows: list[dict[str, Any]] = []
-    ceiling: dict[int, float] = {}
     for request in chosen:
         problem = check_answer(url, request, bodies.get(request.body_key))
         if problem:
             raise SystemExit(f"{request.label}: wrong answer before the load, not benchmarking: {problem}")
         if args.warmup > 0:
             load(request, max(args.connections), args.warmup)
-        for connections in args.connections:
-            print(f"{request.label} at {connections} connections, {args.duration:g} s ...", flush=True)
-            started = time.monotonic()
-            row: dict[str, Any] = {"request": request.key, "label": request.label, "method": request.method,
-                                   "path": request.path, "connections": connections,
-                                   **load(request, connections, args.duration)}
-            row["seconds"] = round(time.monotonic() - started, 1)
-            if request.key == "ceiling":
-                ceiling[connections] = row["rps"]
-            row["share_of_ceiling"] = (row["rps"] / ceiling[connections]) if connections in ceiling else None
-            pss = workers_pss()
-            row["pss_mib_workers"] = pss
-            row["pss_mib_max"] = max(pss.values()) if pss else None
-            row["target"] = request.target.text() if request.target else f"0 errors, PSS <= {PSS_LIMIT_MIB:g} MiB"
-            row["problems"] = judge(row, request)
-            row["result"] = "FAIL: " + "; ".join(row["problems"]) if row["problems"] else "pass"
-            rows.append(row)
+
+    # Rounds: every request in turn, `rounds` times, so a machine that gets slower or faster
+    # during the run moves the ceiling and the requests alike; a share is the median of the
+    # rounds' shares, each against the same round's ceiling.
+    seconds = args.duration / args.rounds
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for connections in args.connections:
+        for round_number in range(1, args.rounds + 1):
+            ceiling_rps = None
+            for request in chosen:
+                print(f"{request.label} at {connections} connections, round {round_number}/{args.rounds}, "
+                      f"{seconds:g} s ...", flush=True)
+                run = load(request, connections, seconds)
+                if request.key == "ceiling":
+                    ceiling_rps = run["rps"]
+                run["share"] = run["rps"] / ceiling_rps if ceiling_rps else None
+                runs.setdefault((request.key, connections), []).append(run)
+        pss = workers_pss()
+        for request in chosen:
+            rows.append(_row(request, connections, runs[request.key, connections], pss))
     meta["workers_pss_mib"] = workers_pss()
+    # TensorFlow is imported in the master before the fork: its pages are shared with the workers.
+    master = pss_mib(master_pid) if master_pid is not None else None
+    meta["master_pss_mib"] = None if master is None else round(master, 1)
     meta["loadavg_end"] = list(os.getloadavg())
     meta["default_vs_lesson"] = version_ratios(rows)
     return rows, meta
+
+
+def _row(request: BenchRequest, connections: int, runs: list[dict[str, Any]],
+         pss: dict[str, float]) -> dict[str, Any]:
+    """One table row from a request's rounds: medians, except p99 (the worst round's) and errors (all)."""
+    shares = [r["share"] for r in runs if r["share"] is not None]
+    row: dict[str, Any] = {
+        "request": request.key, "label": request.label, "method": request.method, "path": request.path,
+        "connections": connections, "rounds": len(runs),
+        "rps": float(np.median([r["rps"] for r in runs])),
+        "requests": sum(r["requests"] for r in runs),
+        "p50_ms": float(np.median([r["p50_ms"] for r in runs])),
+        "p99_ms": max(r["p99_ms"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "error_detail": [r["error_detail"] for r in runs],
+        "rounds_rps": [round(r["rps"], 1) for r in runs],
+        "share_of_ceiling": float(np.median(shares)) if shares else None,
+        "pss_mib_workers": pss,
+        "pss_mib_max": max(pss.values()) if pss else None,
+        "target": request.target.text() if request.target else f"0 errors, PSS <= {PSS_LIMIT_MIB:g} MiB",
+    }
+    row["problems"] = judge(row, request)
+    row["result"] = "FAIL: " + "; ".join(row["problems"]) if row["problems"] else "pass"
+    return row
 
 
 def version_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:

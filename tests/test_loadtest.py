@@ -51,7 +51,7 @@ def test_bench_tiny_run_writes_the_table(server, tmp_path):
     out = tmp_path / "bench"
     result = run(BENCH, "--host", server.url, "--server-pid", str(server.process.pid), "--duration", "1",
                  "--connections", "4", "--requests", "ceiling,iris,png_upload,png_upload_lesson", "--warmup", "0",
-                 "--out", str(out))
+                 "--rounds", "1", "--out", str(out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
     rows = report["rows"]
