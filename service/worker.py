@@ -26,8 +26,9 @@ And it keeps a busy keep-alive connection on its thread. gthread hands every req
 main thread to a pool thread and the connection back, and on this machine (a VM) the thread
 switches cost more than the app: perf on a worker answering the liveness route put half its
 CPU time in the kernel's task switching. A thread that has answered waits up to LINGER_SECONDS
-for the same client's next request and serves it itself, unless connections are waiting for
-a thread (no connection starves) or the worker is stopping: 12-15% less CPU per request.
+for the same client's next request and serves it itself: 12-15% less CPU per request. Only
+while the worker has no more connections than threads and none is waiting for a thread, so a
+lingering thread never keeps another connection waiting, and not when the worker is stopping.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class DeadlineThreadWorker(ThreadWorker):
         """In a pool thread: requests of `conn`, each under its deadline.
 
         After a keep-alive answer the thread waits up to LINGER_SECONDS for the client's next
-        request and serves it itself, unless other connections wait for a thread.
+        request and serves it itself, while every connection of the worker can have a thread
+        of its own and none is waiting for one.
         """
         with self._waiting_lock:
             self._waiting -= 1
@@ -116,7 +118,8 @@ class DeadlineThreadWorker(ThreadWorker):
                 with self._deadlines_lock:
                     self._deadlines[key] = (time.monotonic() + self.request_timeout, conn)
                 result = super().handle(conn)
-                if result is not True or not self.alive or self._waiting or not self._next_soon(conn):
+                if (result is not True or not self.alive or self._waiting or self.nr_conns > self.cfg.threads
+                        or not self._next_soon(conn)):
                     return result
         finally:
             with self._deadlines_lock:
