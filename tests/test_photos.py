@@ -327,6 +327,27 @@ def test_augmented_batches_are_repeatable_and_refitted_to_the_frame(fashion_test
     assert np.array_equal(clean, images.astype(np.float32))
 
 
+def test_augment_option_is_refused_for_models_without_images(capsys):
+    from training.cli import main
+
+    assert main(["iris", "--augment", "flip=0.5", "--epochs", "1"]) == 1
+    assert "iris is not an image model" in capsys.readouterr().err
+
+
+def test_every_augmentation_at_once_runs_and_repeats(fashion_test_slice):
+    from dataclasses import fields
+
+    from training.augment import Augmentation, augment_batch, item_boxes
+
+    images = fashion_test_slice[0][:16].astype(np.float32)
+    everything = Augmentation(**{f.name: 2.0 if f.name in ("rotate", "shift", "noise", "blur") else 0.5
+                                 for f in fields(Augmentation)})
+    first = augment_batch(images, item_boxes(images), everything, [3, 4]).numpy()
+    assert first.shape == (16, 28, 28) and first.min() >= 0 and first.max() <= 255
+    assert np.array_equal(first, augment_batch(images, item_boxes(images), everything, [3, 4]).numpy())
+    assert not np.array_equal(first, images)
+
+
 def test_cnn_recipe_exports_fashion_mnist_with_its_pipeline_and_augmentations(tmp_path, fashion_test_slice):
     from training.datasets import FASHION_FILES
     from training.idx import write_idx

@@ -105,11 +105,18 @@ def augment_batch(images: Any, boxes: Any, aug: Augmentation, seed: Any) -> Any:
 
     images = tf.convert_to_tensor(images, tf.float32)
     batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=32)
-    draw = iter(range(32))
+    seed = tf.cast(seed, tf.int64)
+    # The first 32 draws come from one split, as when the committed version 2 was trained (its
+    # run stays repeatable); more augmentations at once draw further seeds by folding in.
+    split = tf.random.experimental.stateless_split(seed, num=32)
+    draws = iter(range(1 << 16))
+
+    def next_seed() -> tf.Tensor:
+        index = next(draws)
+        return split[index] if index < 32 else tf.random.experimental.stateless_fold_in(seed, index)
 
     def uniform(low: float, high: float, shape: Any = None) -> tf.Tensor:
-        return tf.random.stateless_uniform(shape if shape is not None else [batch], seeds[next(draw)],
+        return tf.random.stateless_uniform(shape if shape is not None else [batch], next_seed(),
                                            minval=low, maxval=high)
 
     original = images
@@ -122,7 +129,7 @@ def augment_batch(images: Any, boxes: Any, aug: Augmentation, seed: Any) -> Any:
         pick = uniform(0, 1)[:, None, None, None]
         out = tf.where(pick < aug.thickness / 2, grow, tf.where(pick < aug.thickness, shrink, out))
     if aug.texture:
-        out = _texture(out, aug, uniform, seeds[next(draw)])
+        out = _texture(out, aug, uniform, next_seed())
     if aug.prints:
         out = _prints(out, aug, uniform)
     if aug.gamma or aug.floor:
@@ -135,7 +142,7 @@ def augment_batch(images: Any, boxes: Any, aug: Augmentation, seed: Any) -> Any:
         out = _erase(out, aug, uniform)
     if aug.noise:
         sigma = uniform(0, aug.noise)[:, None, None, None]
-        noise = tf.random.stateless_normal(tf.shape(out), seeds[next(draw)]) * sigma
+        noise = tf.random.stateless_normal(tf.shape(out), next_seed()) * sigma
         out = out + noise * tf.cast(out > 0, tf.float32)
     out = tf.clip_by_value(out, 0.0, 255.0)[..., 0]
     if aug.clean:
