@@ -19,16 +19,16 @@ It also spreads connections over the workers. gthread workers race to accept fro
 socket, and one of them often takes a whole burst of keep-alive connections while the other
 is busy for a moment: measured with 16 wrk connections, one worker held all 16 in two runs
 of five, and the server answered 1,300 req/s instead of 3,700-4,400 (one core idle, eight
-threads fighting over one GIL). So a worker that already has a connection for each of its
-threads leaves a new one ACCEPT_DEFER_SECONDS to the others before it takes it itself.
+threads fighting over one GIL). So a worker whose threads are all busy leaves a new connection
+ACCEPT_DEFER_SECONDS to the others before it takes it itself (not with a single worker).
 
 And it keeps a busy keep-alive connection on its thread. gthread hands every request from the
 main thread to a pool thread and the connection back, and on this machine (a VM) the thread
 switches cost more than the app: perf on a worker answering the liveness route put half its
 CPU time in the kernel's task switching. A thread that has answered waits up to LINGER_SECONDS
 for the same client's next request and serves it itself: 12-15% less CPU per request. Only
-while the worker has no more connections than threads and none is waiting for a thread, so a
-lingering thread never keeps another connection waiting, and not when the worker is stopping.
+while the worker has no more connections than threads and none is waiting for a thread (one
+that arrives meanwhile waits LINGER_SECONDS at most), and not when the worker is stopping.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-# How long a worker whose threads all have a connection leaves a new one to a less busy worker.
+# How long a worker whose threads are all busy leaves a new connection to a less busy worker.
 ACCEPT_DEFER_SECONDS = 0.002
+# How long a thread waits for a keep-alive client's next request: a client answering at once
+# (a load generator, a service calling in a loop) is back within a millisecond or two here;
+# waiting longer would hold a thread for clients that are not coming back soon.
 LINGER_SECONDS = 0.002
 
 
@@ -69,26 +72,35 @@ class DeadlineThreadWorker(ThreadWorker):
         self._deadlines: dict[int, tuple[float, Any]] = {}
         self._deadlines_lock = threading.Lock()
         self._accept_resume_at = 0.0    # while deferring: when this worker listens again
-        self._take_next = False         # the deferral is over: take the next connection whatever the count
+        self._take_until = 0.0          # after a deferral: new connections are taken until then
         self._waiting = 0               # connections handed to the pool and not yet taken by a thread
         self._waiting_lock = threading.Lock()
 
+    def busy(self) -> int:
+        """Connections in a thread or queued for one (not those idle between keep-alive requests)."""
+        return self.nr_conns - len(self.keepalived_conns) - len(self.pending_conns)
+
     def accept(self, listener: Any) -> None:
         """In the main loop: take a new connection, unless a less busy worker should have it first."""
-        if self.nr_conns >= self.cfg.threads and not self._take_next:
-            self._accept_resume_at = time.monotonic() + ACCEPT_DEFER_SECONDS
+        now = time.monotonic()
+        if self.cfg.workers > 1 and self.busy() >= self.cfg.threads and now >= self._take_until:
+            self._accept_resume_at = now + ACCEPT_DEFER_SECONDS
             super().set_accept_enabled(False)
             return
-        self._take_next = False
         super().accept(listener)
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        """gthread's main loop re-enables accepting on every turn; not before a deferral is over."""
+        """gthread's main loop re-enables accepting on every turn; not before a deferral is over.
+
+        After one, what is still waiting is taken for as long again: had another worker been
+        free, it would have taken it by now.
+        """
         if enabled and not self._accepting and self._accept_resume_at:
-            if time.monotonic() < self._accept_resume_at:
+            now = time.monotonic()
+            if now < self._accept_resume_at:
                 return
             self._accept_resume_at = 0.0
-            self._take_next = True
+            self._take_until = now + ACCEPT_DEFER_SECONDS
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
@@ -99,6 +111,7 @@ class DeadlineThreadWorker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def enqueue_req(self, conn: Any) -> None:
+        """Hand `conn` to the pool, counting it as waiting until a thread takes it."""
         with self._waiting_lock:
             self._waiting += 1
         super().enqueue_req(conn)
@@ -127,7 +140,11 @@ class DeadlineThreadWorker(ThreadWorker):
 
     @staticmethod
     def _next_soon(conn: Any) -> bool:
+        """Whether `conn` has its next request (read ahead, in TLS's buffer, or arriving within LINGER_SECONDS)."""
         if conn.parser.unreader.buf.getvalue():
+            return True
+        pending = getattr(conn.sock, "pending", None)       # an ssl.SSLSocket's decrypted bytes
+        if pending is not None and pending():
             return True
         poller = select.poll()
         poller.register(conn.sock, select.POLLIN)
