@@ -315,9 +315,7 @@ class FashionMnistPhoto(ImagePipeline):
         alpha = _transparency_mask(image, self.corner)
         flat = flatten_alpha(image)
         if flat.size == (self.width, self.height):
-            gray = flat.convert("L")
-            light = _corner_median(np.asarray(gray), self.corner) >= 128
-            return (ImageOps.invert(gray) if light else gray), light
+            return _already_prepared(flat, self.corner)
 
         if max(flat.size) > self.working_size:
             flat, alpha = _shrink(flat, alpha, self.working_size)
@@ -355,6 +353,11 @@ class FashionMnistPhoto(ImagePipeline):
 
     def to_array(self, seen: Image.Image) -> np.ndarray:
         return np.asarray(seen, dtype=np.float32)
+
+
+# Corner patch side (fraction of each dimension) where version 2 looks for transparency, the
+# polarity of a prepared image and a last-resort background: version 1's default, fixed.
+V2_CORNER = 0.06
 
 
 @dataclass(frozen=True)
@@ -415,12 +418,10 @@ class FashionMnistPhotoV2(ImagePipeline):
         return self.working_size
 
     def run(self, image: Image.Image) -> tuple[Image.Image, bool]:
-        alpha = _transparency_mask(image, 0.06)
+        alpha = _transparency_mask(image, V2_CORNER)
         flat = flatten_alpha(image)
         if flat.size == (self.width, self.height):
-            gray = flat.convert("L")
-            light = _corner_median(np.asarray(gray), 0.06) >= 128
-            return (ImageOps.invert(gray) if light else gray), light
+            return _already_prepared(flat, V2_CORNER)
 
         if max(flat.size) > self.working_size:
             flat, alpha = _shrink(flat, alpha, self.working_size)
@@ -431,9 +432,9 @@ class FashionMnistPhotoV2(ImagePipeline):
             item = np.ones_like(item)
         box = _trimmed_box(item, self.trim)
 
-        around = ~_grow(_grow(item))
+        around = ~_dilate(_dilate(item))
         garment = lum[item]
-        background = _quantile_u8(lum[around] if around.any() else _corners(lum, 0.06), 0.5)
+        background = _quantile_u8(lum[around] if around.any() else _corners(lum, V2_CORNER), 0.5)
         inverted = background > _quantile_u8(garment, 0.5)
         values = 255.0 - lum.astype(np.float32) if inverted else lum.astype(np.float32)
         base = 255.0 - background if inverted else background
@@ -455,16 +456,13 @@ class FashionMnistPhotoV2(ImagePipeline):
         centres = _background_colours(features, strip, self.colours, self.min_share, self.centre_max,
                                       self.min_threshold)
         if centres is None:   # nothing in the border looks like background: fall back to the corners
-            centres = _corners(features, 0.06)[::4]
+            centres = _corners(features, V2_CORNER)[::4]
         pixels = features.reshape(-1, features.shape[-1])
-        # |p - c|^2 = |p|^2 - 2 p.c + |c|^2, for every centre in one matrix product
-        squared = np.einsum("pc,pc->p", pixels, pixels) + (
-            np.einsum("kc,kc->k", centres, centres) - 2 * pixels @ centres.T).min(axis=1)
+        squared = _nearest(pixels, centres)[1]
         distance = np.sqrt(np.maximum(squared, 0)).reshape(height, width)
         threshold = max(self.min_threshold, self.otsu_scale * _otsu(np.clip(distance, 0, 255).astype(np.uint8)))
         found = distance > threshold
-        opened = _grow(_shrink_mask(found))          # drops specks and lines thinner than 3 px
-        return _fill_holes(_main_object(opened if opened.any() else found, self.centre_sigma, self.bridge))
+        return _fill_holes(_main_object(_open_mask(found), self.centre_sigma, self.bridge))
 
 
 def _colour_features(rgb: np.ndarray, lum_weight: float) -> np.ndarray:
@@ -523,7 +521,7 @@ def _main_object(mask: np.ndarray, sigma: float, bridge: int) -> np.ndarray:
     """The connected component with the best area x centrality, with what lies within `bridge` pixels of it."""
     joined = mask
     for _ in range(bridge):
-        joined = _grow(joined)
+        joined = _dilate(joined)
     labels, count = _components(joined)
     if count == 0:
         return mask
@@ -539,30 +537,8 @@ def _main_object(mask: np.ndarray, sigma: float, bridge: int) -> np.ndarray:
     chosen = labels == int(np.argmax(score))
     closed = chosen
     for _ in range(bridge):
-        closed = _shrink_mask(closed)
+        closed = _erode(closed)
     return closed | (chosen & mask)
-
-
-def _grow(mask: np.ndarray) -> np.ndarray:
-    """3x3 dilation (as _dilate, without padding copies)."""
-    rows = mask.copy()
-    rows[1:] |= mask[:-1]
-    rows[:-1] |= mask[1:]
-    out = rows.copy()
-    out[:, 1:] |= rows[:, :-1]
-    out[:, :-1] |= rows[:, 1:]
-    return out
-
-
-def _shrink_mask(mask: np.ndarray) -> np.ndarray:
-    """3x3 erosion (as _erode: beyond the image counts as its edge pixel)."""
-    rows = mask.copy()
-    rows[1:] &= mask[:-1]
-    rows[:-1] &= mask[1:]
-    out = rows.copy()
-    out[:, 1:] &= rows[:, :-1]
-    out[:, :-1] &= rows[:, 1:]
-    return out
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -759,6 +735,13 @@ def prepare_image(data: bytes, card_input: Mapping[str, Any], max_pixels: int) -
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _already_prepared(flat: Image.Image, corner: float) -> tuple[Image.Image, bool]:
+    """An image at the model's size, taken as prepared: grayscale, inverted if its corners are light."""
+    gray = flat.convert("L")
+    light = _corner_median(np.asarray(gray), corner) >= 128
+    return (ImageOps.invert(gray) if light else gray), light
 
 
 def _transparency_mask(image: Image.Image, corner: float) -> np.ndarray | None:
