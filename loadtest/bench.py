@@ -269,7 +269,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, WEB_CONCURRENCY (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of unrecorded load before each request's rows (default 2; 0: none)")
+                        help="seconds of unrecorded load per request, all before the first row (default 2; 0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports", help="folder for bench.json, bench.md")
     parser.add_argument("--host", help="benchmark a running server instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --host: its gunicorn master's pid, for PSS")
@@ -284,6 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.requests) - set(REQUESTS))
     if unknown or not args.requests:
         parser.error(f"--requests: unknown {unknown}; choose from {', '.join(REQUESTS)}")
+    if args.rounds < 1 or args.duration <= 0:
+        parser.error("--rounds must be at least 1 and --duration positive")
     if not args.connections or min(args.connections) < 1:
         parser.error("--connections: give positive numbers, e.g. 16,64")
     if args.tool == "auto":
@@ -423,12 +425,11 @@ def version_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     rps = {(r["request"], r["connections"]): r["rps"] for r in rows}
     return {f"{default}@{connections}": round(rps[default, connections] / rps[lesson, connections], 3)
             for default, lesson in VERSION_PAIRS for (key, connections) in rps
-            if key == default and (lesson, connections) in rps}
+            if key == default and rps.get((lesson, connections))}
 
 
 def ratio_text(ratios: dict[str, float]) -> str:
-    if not ratios:
-        return ""
+    """The comparison line under the table (called only when both versions were measured)."""
     pairs = ", ".join(f"{key} {value:.2f}" for key, value in ratios.items())
     return f"Default version (2) req/s as a share of version 1's (goal >= 0.90): {pairs}."
 

@@ -9,7 +9,7 @@ milliseconds per photo (client-side, whole request).
 
 The photos are JPEG/PNG/... files in class folders (`<folder>/<class>/` or one level deeper,
 e.g. `<folder>/validation/<class>/`). A prediction is right when it is in the class's set of
-Fashion-MNIST classes (see /work/shared/datasets/clothing-photos/README.md); folders of
+Fashion-MNIST classes (see ../shared/datasets/clothing-photos/README.md); folders of
 classes Fashion-MNIST has no class for (hat, shorts, skirt) are counted and skipped.
 
     python scripts/photos.py                                   # the development photos, versions 1 and 2
@@ -200,12 +200,23 @@ def summary(report: Report) -> str:
     return text
 
 
+def _versions(text: str) -> list[int]:
+    try:
+        versions = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated version numbers, got {text!r}") from None
+    if not versions or min(versions) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated version numbers, got {text!r}")
+    return versions
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/photos.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER,
                    help=f"photos in class folders (default: {DEFAULT_FOLDER})")
-    p.add_argument("--versions", help="comma-separated versions of fashion_mnist (default: every one served)")
+    p.add_argument("--versions", type=_versions,
+                   help="comma-separated versions of fashion_mnist (default: every one served)")
     p.add_argument("--host", help="URL of a running server (default: start gunicorn on a free port)")
     p.add_argument("--models", type=Path, default=MODELS, help="MODEL_BASE_PATH of the started server")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -217,22 +228,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos, skipped = find_photos(args.folder)
     server = None
     url = args.host.rstrip("/") if args.host else None
-    try:
-        if url is None:
-            log = Path(tempfile.mkdtemp(prefix="photos-")) / "server.log"
-            # One worker: requests go one at a time, and the other core stays with this client.
-            server = GunicornServer({"WEB_CONCURRENCY": "1", "MODEL_BASE_PATH": str(args.models)}, log)
-            server.wait_ready()
-            url = server.url
-        available = served_versions(url)
-        versions = [int(v) for v in args.versions.split(",")] if args.versions else available
-        missing = sorted(set(versions) - set(available))
-        if missing:
-            raise SystemExit(f"error: {MODEL} versions {missing} are not served (served: {available})")
-        report = measure(url, photos, skipped, versions, args.folder)
-    finally:
-        if server is not None:
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="photos-") as scratch:
+        try:
+            if url is None:
+                # One worker: requests go one at a time, and the other core stays with this client.
+                server = GunicornServer({"WEB_CONCURRENCY": "1", "MODEL_BASE_PATH": str(args.models)},
+                                        Path(scratch) / "server.log")
+                server.wait_ready()   # a server that fails to start raises with its log's tail
+                url = server.url
+            available = served_versions(url)
+            versions = args.versions or available
+            missing = sorted(set(versions) - set(available))
+            if missing:
+                raise SystemExit(f"error: {MODEL} versions {missing} are not served (served: {available})")
+            report = measure(url, photos, skipped, versions, args.folder)
+        finally:
+            if server is not None:
+                server.stop()
     print(summary(report))
     print()
     print(table(report))

@@ -13,7 +13,8 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))
-# Each worker imports service.wsgi itself, so TensorFlow state is never shared across a fork.
+# Each worker imports service.wsgi itself, so no model or TensorFlow runtime state crosses a fork
+# (only the TensorFlow import does: on_starting).
 preload_app = False
 # gunicorn's control socket (gunicornc) would live in $HOME, shared by every server of the
 # user and unwritable on a read-only root filesystem; nothing here uses it.
@@ -54,7 +55,7 @@ def on_starting(server: Any) -> None:
         path = _metrics_dir_created = tempfile.mkdtemp(prefix="model-server-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     # TensorFlow imported once here, before the workers fork, is shared by them instead of being
-    # imported by each: worker PSS 236 instead of 455 MiB with the committed models, and a
+    # imported by each: worker PSS 238 instead of 455 MiB with the committed models, and a
     # replacement worker starts sooner. Importing is safe before a fork; loading a model is not,
     # so models still load in each worker (service/wsgi.py).
     from service.runtime import import_tensorflow

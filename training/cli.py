@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from training import TrainingError
@@ -38,9 +39,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=_positive_float)
     p.add_argument("--hidden-units", type=_positive_int, help="width of the hidden layer (iris, fashion_mnist*)")
     p.add_argument("--augment", metavar="KEY=VALUE,...",
-                   help="training augmentations over the recipe's (fashion_mnist_cnn: flip, rotate, aspect, fill, "
-                   "shift, gamma, floor, blur, erase, erase_area, thickness, noise, clean; see training/augment.py); "
-                   "'none' for none"),
+                   help="training augmentations over the recipe's, for image recipes (keys: "
+                   f"{', '.join(f.name for f in fields(Augmentation))}; see training/augment.py); 'none' for none"),
     p.add_argument("--seed", type=int, help="random seed for weights, shuffling and the iris split")
     p.add_argument("--data-dir", type=Path,
                    help="local data: the four Fashion-MNIST IDX .gz files, or a folder with iris.csv; "
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         augmentation = recipe.augmentation
         if args.augment is not None:
+            if recipe.input_schema.get("kind") != "image":
+                raise TrainingError(f"--augment: {args.model} is not an image model")
             augmentation = Augmentation.parse(args.augment, base=recipe.augmentation)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from training.train import train
