@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections import deque
 from types import SimpleNamespace
 
 import pytest
@@ -19,8 +18,6 @@ def make_worker(threads: int = 4, workers: int = 2) -> DeadlineThreadWorker:
     """The worker's state as gunicorn leaves it after init_process, without a process around it."""
     w = DeadlineThreadWorker.__new__(DeadlineThreadWorker)
     w.cfg = SimpleNamespace(threads=threads, workers=workers)
-    w.keepalived_conns = deque()
-    w.pending_conns = deque()
     w.request_timeout = 30.0
     w.alive = True
     w.nr_conns = 0
@@ -52,7 +49,7 @@ def gthread(monkeypatch):
     return calls
 
 
-def test_a_worker_with_every_thread_busy_leaves_a_new_connection_to_others_for_a_moment(gthread):
+def test_a_worker_with_a_connection_per_thread_leaves_a_new_one_to_others_for_a_moment(gthread):
     w = make_worker(threads=2)
     w.accept(None)
     w.accept(None)
@@ -70,21 +67,15 @@ def test_a_worker_with_every_thread_busy_leaves_a_new_connection_to_others_for_a
     assert gthread[1:] == [("enabled", True), ("accept",), ("accept",)] and w.nr_conns == 4
     gthread.clear()
     time.sleep(ACCEPT_DEFER_SECONDS * 1.5)
-    w.accept(None)                                    # later, still busy: deferred again
+    w.accept(None)                                    # later, still a connection per thread: deferred
     assert gthread == [("enabled", False)]
 
 
-def test_idle_keep_alive_connections_and_a_single_worker_do_not_defer(gthread):
-    w = make_worker(threads=2)
-    w.nr_conns = 5
-    w.keepalived_conns.extend([object()] * 3)         # 3 of 5 idle between requests: 2 busy
-    w.pending_conns.append(object())                  # and 1 not yet sent anything: 1 busy
-    w.accept(None)
-    assert gthread == [("accept",)]
+def test_a_single_worker_does_not_defer(gthread):
     alone = make_worker(threads=2, workers=1)         # nobody to leave it to
     alone.nr_conns = 9
     alone.accept(None)
-    assert gthread == [("accept",), ("accept",)]
+    assert gthread == [("accept",)]
 
 
 def test_the_wait_is_cut_short_so_a_deferral_ends_on_time(monkeypatch):
