@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from loadtest.faults import wait_for_workers  # noqa: E402
 from loadtest.server import MODELS, GunicornServer, child_pids, pss_mib  # noqa: E402
 from training.idx import IMAGES_MAGIC, read_idx  # noqa: E402
 
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"starting gunicorn ({args.workers} workers x {args.threads} threads) on {server.url} ...",
                       flush=True)
                 server.wait_ready()
-                server.wait_settled(args.workers)
+                wait_for_workers(server, args.workers)   # readiness is the first worker's only
                 url, master_pid = server.url, server.process.pid
             rows, meta = bench(args, url, master_pid, chosen, bodies, scratch)
         finally:

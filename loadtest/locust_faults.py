@@ -10,18 +10,18 @@ to the JSON file named by FAULT_RECORDS when locust quits, for the scenario to j
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from typing import Any
 
-from locust import FastHttpUser, between, events, task
+from locust import FastHttpUser, between, task
+
+from loadtest.records import records_written_on_quit
 
 SETOSA = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
 FRIENDLY = {"instances": [SETOSA]}
 TFSERVING = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
-records: list[list[Any]] = []
+records = records_written_on_quit("FAULT_RECORDS")
 
 
 class IrisUser(FastHttpUser):
@@ -63,11 +63,3 @@ def _check_tfserving(body: dict[str, Any]) -> None:
     row = body["predictions"][0]
     if len(row) != 3 or not math.isclose(sum(row), 1.0, abs_tol=1e-4) or max(row) != row[0]:
         raise ValueError(f"wrong answer: {row}")
-
-
-@events.quit.add_listener
-def _write_records(**_kwargs: Any) -> None:
-    target = os.environ.get("FAULT_RECORDS")
-    if target:
-        with open(target, "w") as handle:
-            json.dump(records, handle)

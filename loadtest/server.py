@@ -54,24 +54,6 @@ class GunicornServer:
             time.sleep(0.2)
         raise RuntimeError(f"gunicorn not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
 
-    def wait_settled(self, workers: int, timeout: float = 90.0, quiet: float = 0.05) -> None:
-        """After wait_ready: until `workers` workers run and each uses under `quiet` of a core.
-
-        Readiness is answered by the first worker that has loaded its models; a benchmark that
-        starts then finds the other still loading (and loses the connections it would get).
-        """
-        deadline = time.monotonic() + timeout
-        before = {pid: cpu_seconds(pid) for pid in self.worker_pids()}
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            after = {pid: cpu_seconds(pid) for pid in self.worker_pids()}
-            busy = [pid for pid, used in after.items() if used is None or before.get(pid) is None
-                    or used - before[pid] > quiet * 0.5]
-            if len(after) >= workers and not busy:
-                return
-            before = after
-        raise RuntimeError(f"gunicorn workers still busy starting after {timeout} s")
-
     def worker_pids(self) -> list[int]:
         """The master's live worker processes."""
         return child_pids(self.process.pid)
@@ -107,15 +89,6 @@ def child_pids(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(stat.parent.name))
     return sorted(children)
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of one process so far; None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pss_mib(pid: int) -> float | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_MODEL_CONFIG = "models.yaml"   # in model_base_path: used when model_config is not set
@@ -31,7 +30,7 @@ class Config:
     tf_intra_op_threads: int = 1              # per worker: workers must not fight for the cores
     tf_inter_op_threads: int = 1
     # Security (service/api/security.py). Keys stay out of repr(), so a logged config shows none.
-    api_keys: str = dataclasses.field(default="", repr=False)   # comma-separated bearer keys; empty: no authentication
+    api_keys: str = field(default="", repr=False)   # comma-separated bearer keys; empty: no authentication
     auth_open_paths: str = "/v2/health,/metrics,/,/web,/docs,/openapi.json"   # served without a key
     cors_origins: str = ""                    # comma-separated origins allowed from browsers, or *; empty: off
 
@@ -47,11 +46,11 @@ class Config:
         """Each field from its upper-case name (`MODEL_BASE_PATH`, `MAX_INSTANCES`, ...)."""
         environ = os.environ if environ is None else environ
         values = {}
-        for field in fields(cls):
-            raw = environ.get(field.name.upper())
+        for item in fields(cls):
+            raw = environ.get(item.name.upper())
             if raw is None or raw == "":
                 continue
-            values[field.name] = _parse(field.name, raw, field.type)
+            values[item.name] = _parse(item.name, raw, item.type)
         return cls(**values)
 
 

@@ -39,7 +39,8 @@ _metrics_dir_created: str | None = None
 
 
 def on_starting(server: Any) -> None:
-    """Master, before the first fork: a clean PROMETHEUS_MULTIPROC_DIR for this run's workers.
+    """Master, before the first fork: a clean PROMETHEUS_MULTIPROC_DIR for this run's workers,
+    and TensorFlow imported once for all of them.
 
     prometheus_client reads the variable when a worker first imports it; files left by an
     earlier run would add old counts to this one, so a given folder is emptied, and without

@@ -9,16 +9,15 @@ the JSON file named by HOT_RELOAD_RECORDS when locust quits, for the test to jud
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from typing import Any
 
-from locust import FastHttpUser, between, events, task
+from locust import FastHttpUser, between, task
+
+from loadtest.records import records_written_on_quit
 
 SETOSA = {"instances": [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4,
                          "petal_width_cm": 0.2}]}
-records: list[list[Any]] = []
+records = records_written_on_quit("HOT_RELOAD_RECORDS")
 
 
 def expected_label(version: int) -> str:
@@ -49,11 +48,3 @@ class IrisUser(FastHttpUser):
                 error = f"{type(exc).__name__}: {exc}"
                 response.failure(error)
         records.append([started, time.time(), status, version, error])
-
-
-@events.quit.add_listener
-def _write_records(**_kwargs: Any) -> None:
-    target = os.environ.get("HOT_RELOAD_RECORDS")
-    if target:
-        with open(target, "w") as handle:
-            json.dump(records, handle)

@@ -48,7 +48,7 @@ def call(name: str, verb: str, version: str | None = None, label: str | None = N
     body = read_json()
     core = inference_core()
     if verb == "predict":
-        signature = servable.signature(_signature_name(body))
+        signature = servable.signature(tfserving.signature_name(body))
         max_pixels = core.config.max_image_pixels
         inputs, fmt = tfserving.parse_predict(
             body, signature, servable.card,
@@ -60,20 +60,11 @@ def call(name: str, verb: str, version: str | None = None, label: str | None = N
     if servable.card.task != task:
         raise InvalidInput(f"model {name!r} is not a {task} model; use :predict")
     features = tfserving.parse_examples(body, servable.card)
-    outputs = core.infer(servable, {servable.card.input_name: features}, _signature_name(body))
+    outputs = core.infer(servable, {servable.card.input_name: features}, tfserving.signature_name(body))
     values = outputs[servable.card.output_name]
     if verb == "classify":
         return json_response(tfserving.encode_classify(values, servable.card.class_names))
     return json_response(tfserving.encode_regress(values))
-
-
-def _signature_name(body: object) -> str | None:
-    if isinstance(body, dict):
-        name = body.get("signature_name")
-        if "signature_name" in body and not isinstance(name, str):
-            raise InvalidInput("'signature_name' must be a string")
-        return name or None
-    return None
 
 
 for _selector in _SELECTORS:

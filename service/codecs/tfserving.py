@@ -28,10 +28,20 @@ def require_object(body: Any, allowed: set[str]) -> dict[str, Any]:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(f"unknown key(s) {', '.join(map(repr, unknown))}; expected {', '.join(sorted(allowed))}")
-    # null is refused like any other non-string (as the v2 door does, and as the OpenAPI schema says).
-    if "signature_name" in body and not isinstance(body["signature_name"], str):
-        raise InvalidInput("'signature_name' must be a string")
+    signature_name(body)
     return body
+
+
+def signature_name(body: Any) -> str | None:
+    """The request's `signature_name`, None for the default; anything but a string is refused.
+
+    null too (as the v2 door does, and as the OpenAPI schema says)."""
+    if not isinstance(body, dict) or "signature_name" not in body:
+        return None
+    name = body["signature_name"]
+    if not isinstance(name, str):
+        raise InvalidInput("'signature_name' must be a string")
+    return name or None
 
 
 def parse_predict(

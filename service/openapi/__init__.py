@@ -27,7 +27,6 @@ from service.version import NAME, version
 
 __all__ = ["build_spec", "openapi_paths"]
 
-_IGNORED_ENDPOINTS = {"static"}       # Flask's own /static route: no files are served from it
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 _VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_]\w*)>")
 _CONVERTERS = {"int": {"type": "integer"}, "float": {"type": "number"}, "uuid": {"type": "string", "format": "uuid"}}
@@ -54,8 +53,6 @@ def build_spec(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     endpoints = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
-        if rule.endpoint in _IGNORED_ENDPOINTS:
-            continue
         endpoints.add(rule.endpoint)
         for path, variant, names in _expand(rule):
             for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
