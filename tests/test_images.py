@@ -18,6 +18,7 @@ from service.codecs.images import (
     FashionMnistPhoto,
     PreparedImage,
     Resize,
+    _quantile_u8,
     decode_image,
     pipeline_for,
     prepare_image,
@@ -427,3 +428,12 @@ def test_generic_model_on_dark_backgrounds_inverts_light_photos():
 def test_non_image_card_is_a_server_error():
     with pytest.raises(ServingError, match="does not describe an image"):
         pipeline_for({"name": "features", "kind": "features", "shape": [4]})
+
+
+@pytest.mark.parametrize("size", [1, 36, 256, 257, 5000])
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.995, 1.0])
+def test_quantile_of_few_values_sorted_equals_the_histogram_one(size, q):
+    """Up to 256 values are sorted in Python, more go through the histogram: the same answer."""
+    values = np.random.default_rng(size).integers(0, 256, size=size, dtype=np.uint8)
+    cumulative = np.cumsum(np.bincount(values, minlength=256))
+    assert _quantile_u8(values, q) == float(np.searchsorted(cumulative, q * cumulative[-1], side="left"))

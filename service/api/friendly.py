@@ -110,7 +110,9 @@ def predict(name: str, version: str | None = None, label: str | None = None) -> 
             raise UnsupportedMediaType(f"model {name!r} takes {card.input_kind}, not images; send application/json")
         prepared = [(filename, prepare_image(data, card.raw["input"], core.config.max_image_pixels))
                     for filename, data in _uploaded_images(core.config.max_files)]
-        inputs = {card.input_name: np.stack([p.array for _, p in prepared])}
+        arrays = [p.array for _, p in prepared]
+        # One upload needs no copy: a view with the batch dimension.
+        inputs = {card.input_name: arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)}
         want_preview = request.args.get("preview", "").lower() in ("1", "true", "yes")
         for filename, image in prepared:
             entry: dict[str, Any] = {"file": filename, "width": image.width, "height": image.height}

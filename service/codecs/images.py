@@ -717,9 +717,24 @@ def _image_shape(card_input: Mapping[str, Any]) -> tuple[int, int, int]:
     return int(height), int(width), int(channels)
 
 
+# Pipelines by card: a served card never changes, and building one costs more than decoding a
+# 28x28 PNG. Keyed by identity (the card is kept, so its id is not reused); bounded for reloads.
+_PIPELINES_BY_CARD: dict[int, tuple[Mapping[str, Any], ImagePipeline]] = {}
+_PIPELINES_KEPT = 64
+
+
+def _card_pipeline(card_input: Mapping[str, Any]) -> ImagePipeline:
+    entry = _PIPELINES_BY_CARD.get(id(card_input))
+    if entry is None or entry[0] is not card_input:
+        if len(_PIPELINES_BY_CARD) >= _PIPELINES_KEPT:
+            _PIPELINES_BY_CARD.clear()
+        entry = _PIPELINES_BY_CARD[id(card_input)] = (card_input, pipeline_for(card_input))
+    return entry[1]
+
+
 def prepare_image(data: bytes, card_input: Mapping[str, Any], max_pixels: int) -> PreparedImage:
     """Bytes of an uploaded image file to the input array the model card describes."""
-    pipeline = pipeline_for(card_input)
+    pipeline = _card_pipeline(card_input)
     decoded = _decode(data, max_pixels, pipeline.work_size)
     seen, inverted = pipeline.run(decoded.image)
     array = pipeline.to_array(seen)
@@ -739,7 +754,7 @@ def prepare_image(data: bytes, card_input: Mapping[str, Any], max_pixels: int) -
 
 def _already_prepared(flat: Image.Image, corner: float) -> tuple[Image.Image, bool]:
     """An image at the model's size, taken as prepared: grayscale, inverted if its corners are light."""
-    gray = flat.convert("L")
+    gray = flat if flat.mode == "L" else flat.convert("L")
     light = _corner_median(np.asarray(gray), corner) >= 128
     return (ImageOps.invert(gray) if light else gray), light
 
@@ -846,9 +861,19 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     return rows[:-2] | rows[1:-1] | rows[2:]
 
 
+_SORT_AT_MOST = 256
+
+
 def _quantile_u8(values: np.ndarray, q: float) -> float:
-    """Quantile of uint8 values from their histogram: much cheaper than sorting."""
-    cumulative = np.cumsum(np.bincount(values.reshape(-1), minlength=256))
+    """Quantile of uint8 values: the smallest value with at least q of them at or below it."""
+    flat = values.reshape(-1)
+    if flat.size <= _SORT_AT_MOST:
+        # A few values (the corners of a 28x28 upload): sorted in Python, because bincount and
+        # searchsorted let go of the GIL, a hand-off to another request thread and back under load.
+        ordered = sorted(flat.tolist())
+        return float(ordered[max(math.ceil(q * len(ordered)) - 1, 0)]) if q > 0 else 0.0
+    # From the histogram: much cheaper than sorting.
+    cumulative = np.cumsum(np.bincount(flat, minlength=256))
     return float(np.searchsorted(cumulative, q * cumulative[-1], side="left"))
 
 
