@@ -23,7 +23,7 @@ threads fighting over one GIL). So a worker with as many connections as threads 
 one ACCEPT_DEFER_SECONDS to the others before it takes it, and takes one only, so that two busy
 workers take turns (not with a single worker, where there is nobody to leave it to). Taking
 whatever else waited for ACCEPT_DEFER_SECONDS more, as this worker first did, split 64 wrk
-connections 40/24, 45/19 and 56/8 in three runs; one at a time, 32/32 within two each time.
+connections 40/24, 45/19 and 56/8 in three runs; one at a time, 30/34 at worst in five.
 
 And it keeps a busy keep-alive connection on its thread. gthread hands every request from the
 main thread to a pool thread and the connection back, and on this machine (a VM) the thread
