@@ -53,8 +53,8 @@ def _check_values(array: np.ndarray, value_range: tuple[float, float] | None, wh
     """Finite floats, within the card's value range if it gives one.
 
     One minimum and one maximum answer both: NaN and infinities show in them. Each numpy pass
-    over a request-sized array lets go of the GIL, and under load every release hands it to
-    another request thread and back, which costs more than the pass itself.
+    over more than 500 values (a 28x28 image) lets go of the GIL, and under load every release
+    hands it to another request thread and back, which costs more than the pass itself.
     """
     if array.dtype.kind not in "fiu" or array.size == 0:
         return
