@@ -53,10 +53,11 @@ def read_body() -> bytes:
       without an error, and a short body that happens to parse would be served;
     - malformed chunked framing raises the server's own exception type, which would be a 500.
     """
+    announced = request.content_length   # parsed from the header on every access: once here
     try:
         body = request.get_data(cache=False)
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        if (request.content_length is None and limit is not None and len(body) >= limit
+        if (announced is None and limit is not None and len(body) >= limit
                 and request.environ["wsgi.input"].read(1)):
             raise PayloadTooLarge(f"request body is over the limit of {limit:,} bytes")
     except (HTTPException, ServingError):
@@ -64,8 +65,8 @@ def read_body() -> bytes:
     except Exception as exc:  # gunicorn's InvalidChunkSize, ChunkMissingTerminator, ...
         raise InvalidInput(f"the request body could not be read ({type(exc).__name__}): "
                            "malformed chunked encoding?") from None
-    if request.content_length is not None and len(body) < request.content_length:
-        raise InvalidInput(f"the request body ended after {len(body):,} of the {request.content_length:,} bytes "
+    if announced is not None and len(body) < announced:
+        raise InvalidInput(f"the request body ended after {len(body):,} of the {announced:,} bytes "
                            "its Content-Length announced")
     return body
 

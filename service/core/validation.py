@@ -36,13 +36,18 @@ def validate_inputs(inputs: dict[str, np.ndarray], signature: Signature, card: M
     batch = batch_sizes.pop()
     if batch > max_instances:
         raise PayloadTooLarge(f"{batch} instances in one request; the limit is {max_instances}")
-    typed = {}
-    for name, array in inputs.items():
-        # 1e300 becomes inf in float32: refused below, with the input's name.
-        with np.errstate(over="ignore"):
-            typed[name] = array.astype(signature.inputs[name].dtype, copy=False)
-        _check_values(typed[name], _value_range(card) if name == card.input_name else None, f"input {name!r}")
+    typed = {name: _cast(array, signature.inputs[name].dtype) for name, array in inputs.items()}
+    for name, array in typed.items():
+        _check_values(array, _value_range(card) if name == card.input_name else None, f"input {name!r}")
     return typed, batch
+
+
+def _cast(array: np.ndarray, dtype: str) -> np.ndarray:
+    if array.dtype == dtype:
+        return array
+    # 1e300 becomes inf in float32: _check_values refuses it, with the input's name.
+    with np.errstate(over="ignore"):
+        return array.astype(dtype)
 
 
 def _value_range(card: ModelCard) -> tuple[float, float] | None:
