@@ -30,7 +30,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     BIND=0.0.0.0:8501 \
     MODEL_BASE_PATH=/app/models \
     WEB_CONCURRENCY=2 \
-    GUNICORN_THREADS=8
+    WORKER_CONNECTIONS=1000
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-log-init --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv

@@ -240,7 +240,7 @@ def text_table(rows: list[dict[str, Any]]) -> str:
 
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     server = ("an existing server" if meta["gunicorn_workers"] is None else
-              f"gunicorn {meta['gunicorn_workers']} workers x {meta['gunicorn_threads']} threads (gthread)")
+              f"gunicorn {meta['gunicorn_workers']} workers (gevent, service/worker.py)")
     lines = [
         f"Benchmark {meta['date']}: {meta['tool']}, {meta['duration_s']:g} s per row; {server}; "
         f"{meta['cpus']} CPUs, load average {meta['loadavg_start'][0]:.2f} at the start.",
@@ -268,7 +268,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", default=",".join(REQUESTS),
                         help=f"comma-separated subset of {', '.join(REQUESTS)} (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, WEB_CONCURRENCY (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of unrecorded load per request, all before the first row (default 2; 0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports", help="folder for bench.json, bench.md")
@@ -309,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
                 url, master_pid = args.host.rstrip("/"), args.server_pid
             else:
                 server = GunicornServer({
-                    "WEB_CONCURRENCY": str(args.workers), "GUNICORN_THREADS": str(args.threads),
+                    "WEB_CONCURRENCY": str(args.workers),
                     "MODEL_BASE_PATH": os.environ.get("MODEL_BASE_PATH", str(MODELS)),
                     "ACCESS_LOG": "", "LOG_LEVEL": "warning",
                 }, args.out / "bench_server.log")
-                print(f"starting gunicorn ({args.workers} workers x {args.threads} threads) on {server.url} ...",
+                print(f"starting gunicorn ({args.workers} workers) on {server.url} ...",
                       flush=True)
                 server.wait_ready()
                 wait_for_workers(server, args.workers)   # readiness is the first worker's only
@@ -344,7 +343,6 @@ def bench(args: argparse.Namespace, url: str, master_pid: int | None, chosen: li
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "url": url, "tool": _tool_version(args.tool),
         "duration_s": args.duration, "connections": args.connections,
         "gunicorn_workers": None if args.host else args.workers,
-        "gunicorn_threads": None if args.host else args.threads,
         "cpus": os.cpu_count(), "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
         "loadavg_start": list(os.getloadavg()), "pss_limit_mib": PSS_LIMIT_MIB,
     }

@@ -45,7 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "locust",
                         help="folder for the CSV and HTML reports (default reports/locust)")
     parser.add_argument("--server-workers", type=int, default=2, help="WEB_CONCURRENCY of the started gunicorn")
-    parser.add_argument("--server-threads", type=int, default=8, help="GUNICORN_THREADS of the started gunicorn")
     dist = parser.add_argument_group("distributed locust")
     dist.add_argument("--processes", type=int,
                       help="fork this many local locust workers under one master (-1: one per core)")
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if host is None:
             server = GunicornServer({
-                "WEB_CONCURRENCY": str(args.server_workers), "GUNICORN_THREADS": str(args.server_threads),
+                "WEB_CONCURRENCY": str(args.server_workers),
                 "MODEL_BASE_PATH": os.environ.get("MODEL_BASE_PATH", str(MODELS)),
                 "ACCESS_LOG": "", "LOG_LEVEL": "warning",
             }, args.out / "server.log")

@@ -9,8 +9,9 @@ from typing import Any
 
 bind = os.environ.get("BIND", "127.0.0.1:8501")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "service.worker.DeadlineThreadWorker"   # gthread + REQUEST_TIMEOUT per request (slow clients)
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# gevent, with requests taken in turn, connections spread and a deadline per request (service/worker.py).
+worker_class = "service.worker.FairGeventWorker"
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))

@@ -1,57 +1,58 @@
-"""gunicorn's gthread worker with a deadline on every request, so slow clients cannot hold threads.
+"""gunicorn's gevent worker, made fair: requests taken in turn, connections spread over workers,
+and a deadline on every request.
 
-A gthread worker gives a connection one of its threads as soon as the first bytes arrive, and
-that thread then reads the request with blocking reads that have no time limit. GUNICORN_TIMEOUT
-does not help: for gthread it is only the heartbeat between a worker's main loop and the master,
-and the main loop keeps beating while its threads wait. So a client sending a byte a second
-(slowloris), or announcing a Content-Length it never sends, keeps a thread for as long as it
-likes; as many such clients as threads (2 workers x 8 by default) and nobody else is served
-(measured before this worker: 20 trickling connections, every other request timed out until
-they left).
+One thread per worker runs every connection as a greenlet, so no request waits for the GIL
+behind seven others. The thread worker this replaces (gthread, 2 workers x 8 threads) spent
+580-790 us of CPU per liveness request, about 40% of it in the kernel switching threads, and
+the order in which eight threads got the GIL spread the latency: at 64 connections the
+liveness route's p99 was 45-65 ms for a p50 of 12 ms. Here a request runs from its first byte
+to its answer without a switch, unless it waits for the network.
 
-This worker gives each request REQUEST_TIMEOUT seconds (default: GUNICORN_TIMEOUT), from the
-moment a thread takes the connection up to the end of its response. The main loop checks the
-deadlines about once a second; an overdue connection is shut down, which ends the blocked read
-at once and frees the thread. A request that cannot be read or answered in that time is cut off
-with no answer, which is what the sync worker's GUNICORN_TIMEOUT does to a whole worker.
+Three things gunicorn's own gevent worker does not do:
 
-It also spreads connections over the workers. gthread workers race to accept from the shared
-socket, and one of them often takes a whole burst of keep-alive connections while the other
-is busy for a moment: measured with 16 wrk connections, one worker held all 16 in two runs
-of five, and the server answered 1,300 req/s instead of 3,700-4,400 (one core idle, eight
-threads fighting over one GIL). So a worker with as many connections as threads leaves a new
-one ACCEPT_DEFER_SECONDS to the others before it takes it, and takes one only, so that two busy
-workers take turns (not with a single worker, where there is nobody to leave it to). Taking
-whatever else waited for ACCEPT_DEFER_SECONDS more, as this worker first did, split 64 wrk
-connections 40/24, 45/19 and 56/8 in three runs; one at a time, 30/34 at worst in five.
+- Take turns. A greenlet only lets go when it waits, and a keep-alive client that sends its
+  next request at once is never waited for: a few connections had the worker to themselves
+  (p50 0.7 ms, p99 1.5 s at 64 connections). After each answer a connection now waits until
+  the event loop has nothing else to do (`gevent.idle()`), so every ready connection is served
+  once before any is served twice.
+- Spread connections. Workers race for each new connection, and one took 45 of 64 while the
+  other was busy for a moment; keep-alive connections stay where they land, so that worker's
+  clients then wait twice as long. A worker holding BALANCE_CONNECTIONS connections leaves the
+  next one ACCEPT_DEFER_SECONDS to the others, then takes one only, so that two busy workers
+  take turns (not with a single worker, where there is nobody to leave it to).
+- Bound each request. A slow client (a byte a second, or a Content-Length it never sends)
+  costs a greenlet, not a thread, so it holds nobody else up; it is still cut off after
+  REQUEST_TIMEOUT seconds (default: GUNICORN_TIMEOUT): the request line and headers within
+  min(KEEPALIVE_SECONDS, REQUEST_TIMEOUT) of the previous answer, and the body, the app and the
+  answer within REQUEST_TIMEOUT. A request that runs out of time is closed without an answer.
 
-And it keeps a busy keep-alive connection on its thread. gthread hands every request from the
-main thread to a pool thread and the connection back, and on this machine (a VM) the thread
-switches cost more than the app: perf on a worker answering the liveness route put half its
-CPU time in the kernel's task switching. A thread that has answered waits up to LINGER_SECONDS
-for the same client's next request and serves it itself: 12-15% less CPU per request. Only
-while the worker has no more connections than threads and none is waiting for a thread (one
-that arrives meanwhile waits LINGER_SECONDS at most), and not when the worker is stopping.
+gevent patches the standard library when the worker starts (after the fork, before the app
+is imported), so the app's threads (model watcher, metrics sampler, batcher) are greenlets of
+the same loop: a model version loading blocks that worker's requests while it loads (0.1-0.8 s
+for the committed models).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
-import threading
 import time
+from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gunicorn.sock import ssl_context
+from gunicorn.workers.ggevent import GeventWorker
 
-# How long a worker with a connection per thread leaves a new one to a less busy worker.
+# A worker holding this many connections leaves a new one to the others for a moment: half of
+# 64 wrk connections would be too late (one worker's burst is already lost by then), and a few
+# are taken by both workers before the race for the rest begins.
+BALANCE_CONNECTIONS = 24
+# How long that moment is: the other worker takes a waiting connection within it when it can.
 ACCEPT_DEFER_SECONDS = 0.002
-# How long a thread waits for a keep-alive client's next request: a client answering at once
-# (a load generator, a service calling in a loop) is back within a millisecond or two here;
-# waiting longer would hold a thread for clients that are not coming back soon.
-LINGER_SECONDS = 0.002
 
 
 def request_timeout(default: float) -> float:
@@ -65,119 +66,117 @@ def request_timeout(default: float) -> float:
     return value
 
 
-class DeadlineThreadWorker(ThreadWorker):
-    """ThreadWorker whose requests each get at most `request_timeout` seconds of a thread."""
+class BalancedServer(StreamServer):
+    """gevent's StreamServer accepting one connection at a time, and none for a moment while
+    its worker already holds `balance_at` connections (and other workers exist to take it)."""
+
+    max_accept = 1
+
+    def __init__(self, listener: Any, handle: Any, connections: Pool, balance_at: int | None,
+                 **ssl_args: Any) -> None:
+        # The pool's spawn, not the pool: gevent would otherwise use the pool's own full().
+        super().__init__(listener, handle=handle, spawn=connections.spawn, **ssl_args)
+        self.connections = connections
+        self.balance_at = balance_at
+        self._take_one = False
+        self._resume: Any = None
+
+    def full(self) -> bool:
+        """Asked by gevent before each accept; True pauses accepting until `_resume` fires."""
+        busy = (self.balance_at is not None and len(self.connections) >= self.balance_at
+                and not self._take_one)
+        if busy or self.connections.full():
+            if self._resume is None:
+                self._resume = self.loop.timer(ACCEPT_DEFER_SECONDS)
+                self._resume.start(self._accept_again)
+            return True
+        self._take_one = False
+        return False
+
+    def _accept_again(self) -> None:
+        # Had another worker been free, it would have taken the waiting connection by now.
+        self._resume.close()
+        self._resume = None
+        self._take_one = True
+        if self.started:
+            self.start_accepting()
+
+
+class FairGeventWorker(GeventWorker):
+    """GeventWorker whose connections take turns, spread over workers, under a deadline each."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.request_timeout = request_timeout(self.cfg.timeout)
-        # id(conn) -> (deadline, conn) for every connection a thread is working on.
-        self._deadlines: dict[int, tuple[float, Any]] = {}
-        self._deadlines_lock = threading.Lock()
-        self._accept_resume_at = 0.0    # while deferring: when this worker listens again
-        self._take_one = False          # after a deferral: the next connection is taken
-        self._waiting = 0               # connections handed to the pool and not yet taken by a thread
-        self._waiting_lock = threading.Lock()
+        # Every open connection's socket -> whether a request of it is being answered.
+        self._answering: dict[Any, bool] = {}
 
-    def accept(self, listener: Any) -> None:
-        """In the main loop: take a new connection, unless a less busy worker should have it first.
+    def run(self) -> None:
+        """gunicorn's GeventWorker.run with BalancedServer, then the same graceful stop."""
+        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        balance_at = BALANCE_CONNECTIONS if self.cfg.workers > 1 else None
+        servers = []
+        for sock in self.sockets:
+            sock.setblocking(1)
+            server = BalancedServer(sock, partial(self.handle, sock), Pool(self.worker_connections), balance_at,
+                                    **ssl_args)
+            server.start()
+            servers.append(server)
+        while self.alive:
+            self.notify()
+            gevent.sleep(1.0)
+        for server in servers:
+            server.close()                            # no new connections; the open ones finish
+        stop_by = time.monotonic() + self.cfg.graceful_timeout
+        while any(len(server.connections) for server in servers) and time.monotonic() < stop_by:
+            self.close_idle()
+            self.notify()
+            gevent.sleep(0.1)
+        for server in servers:
+            server.stop(timeout=1)
 
-        Idle keep-alive connections count: they are busy again a moment later, and counting only
-        the busy ones let bursts pile up on one worker again (measured: a row at half speed).
-        """
-        if self.cfg.workers > 1 and self.nr_conns >= self.cfg.threads and not self._take_one:
-            self._accept_resume_at = time.monotonic() + ACCEPT_DEFER_SECONDS
-            super().set_accept_enabled(False)
-            return
-        self._take_one = False
-        super().accept(listener)
+    def close_idle(self) -> int:
+        """Close the connections waiting for their next request, so that a stopping worker does
+        not wait KEEPALIVE_SECONDS for clients that may send nothing more; how many there were.
+        Those answering finish first, with `Connection: close`."""
+        idle = [sock for sock, answering in self._answering.items() if not answering]
+        for sock in idle:
+            with contextlib.suppress(OSError):        # the client may be gone already
+                sock.shutdown(socket.SHUT_RDWR)
+        return len(idle)
 
-    def set_accept_enabled(self, enabled: bool) -> None:
-        """gthread's main loop re-enables accepting on every turn; not before a deferral is over.
-
-        After one, the connection still waiting is taken: had another worker been free, it
-        would have taken it by now.
-        """
-        if enabled and not self._accepting and self._accept_resume_at:
-            if time.monotonic() < self._accept_resume_at:
-                return
-            self._accept_resume_at = 0.0
-            self._take_one = True
-        super().set_accept_enabled(enabled)
-
-    def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        """gthread's wait, cut short so a deferral ends on time."""
-        remaining = self._accept_resume_at - time.monotonic()
-        if remaining > 0:
-            timeout = min(timeout, remaining)
-        super().wait_for_and_dispatch_events(timeout)
-
-    def enqueue_req(self, conn: Any) -> None:
-        """Hand `conn` to the pool, counting it as waiting until a thread takes it."""
-        with self._waiting_lock:
-            self._waiting += 1
-        super().enqueue_req(conn)
-
-    def handle(self, conn: Any) -> Any:
-        """In a pool thread: requests of `conn`, each under its deadline.
-
-        After a keep-alive answer the thread waits up to LINGER_SECONDS for the client's next
-        request and serves it itself, while every connection of the worker can have a thread
-        of its own and none is waiting for one.
-        """
-        with self._waiting_lock:
-            self._waiting -= 1
-        key = id(conn)
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        self._answering[client] = False
         try:
-            while True:
-                with self._deadlines_lock:
-                    self._deadlines[key] = (time.monotonic() + self.request_timeout, conn)
-                result = super().handle(conn)
-                if (result is not True or not self.alive or self._waiting or self.nr_conns > self.cfg.threads
-                        or not self._next_soon(conn)):
-                    return result
+            super().handle(listener, client, addr)
         finally:
-            with self._deadlines_lock:
-                self._deadlines.pop(key, None)
+            del self._answering[client]
 
-    @staticmethod
-    def _next_soon(conn: Any) -> bool:
-        """Whether `conn` has its next request (read ahead, in TLS's buffer, or arriving within LINGER_SECONDS)."""
-        if conn.parser.unreader.buf.getvalue():
-            return True
-        pending = getattr(conn.sock, "pending", None)       # an ssl.SSLSocket's decrypted bytes
-        if pending is not None and pending():
-            return True
-        poller = select.poll()
-        poller.register(conn.sock, select.POLLIN)
-        return bool(poller.poll(LINGER_SECONDS * 1000))
+    def timeout_ctx(self) -> gevent.Timeout:
+        """The wait for a request line and headers (gunicorn: KEEPALIVE_SECONDS); ends silently."""
+        return gevent.Timeout(min(self.cfg.keepalive, self.request_timeout), False)
 
-    def murder_keepalived(self, force: bool = False) -> None:
-        """In the main loop, about once a second: gthread's own clean-up, then ours."""
-        super().murder_keepalived(force)
-        self.cut_overdue()
-
-    def cut_overdue(self) -> int:
-        """Shut down the connections whose request ran past its deadline; how many there were.
-
-        Runs in the main thread, which is also the only one that closes connections (after the
-        pool thread is done with one), so a socket is never shut down after its number was reused.
-        """
-        now = time.monotonic()
-        with self._deadlines_lock:
-            overdue = [(key, conn) for key, (deadline, conn) in self._deadlines.items() if deadline <= now]
-            for key, _ in overdue:
-                del self._deadlines[key]
-        for _, conn in overdue:
-            with contextlib.suppress(OSError):  # the client may be gone already
-                conn.sock.shutdown(socket.SHUT_RDWR)
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
+        """One request under its deadline; then the other ready connections go first."""
+        deadline = gevent.Timeout(self.request_timeout)
+        deadline.start()
+        self._answering[sock] = True
+        try:
+            keep_alive = super().handle_request(listener_name, req, sock, addr)
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise
             self.log.warning("request from %s not done after %g s (REQUEST_TIMEOUT): connection closed",
-                             _address(conn), self.request_timeout)
-        return len(overdue)
+                             _address(addr), self.request_timeout)
+            raise StopIteration from None             # gunicorn closes the connection
+        finally:
+            deadline.close()
+            self._answering[sock] = False
+        gevent.idle()
+        return keep_alive
 
 
-def _address(conn: Any) -> str:
-    client = getattr(conn, "client", None)
-    if isinstance(client, tuple) and len(client) >= 2:
-        return f"{client[0]}:{client[1]}"
-    return str(client or "unknown")
+def _address(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr or "unknown")

@@ -41,7 +41,7 @@ def begin(ctx: RequestContext) -> None:
 
 
 def end() -> None:
-    # gunicorn's pool threads serve one request after another: nothing may leak into the next.
+    # A connection's greenlet (a thread, in-process) serves its requests one after another: nothing may leak.
     _current.set(None)
 
 

@@ -1,9 +1,10 @@
 """Graceful shutdown: readiness turns 503 first, traffic drains, in-flight requests finish.
 
 What gunicorn does on SIGTERM to the master: it closes its own copy of the listening socket,
-sends SIGTERM to every worker and waits up to `graceful_timeout` before SIGKILL. A gthread
-worker on SIGTERM stops accepting, answers what it already read with `Connection: close`,
-lets kept-alive connections linger briefly and exits when its connections are done.
+sends SIGTERM to every worker and waits up to `graceful_timeout` before SIGKILL. A worker
+(service/worker.py) on SIGTERM stops accepting, answers what it already read with
+`Connection: close`, closes the keep-alive connections waiting for a next request and exits
+when its connections are done.
 
 What it does not do is tell a load balancer first. Connections already queued in the listen
 backlog when the workers stop accepting are reset, and a balancer that still believes the
