@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from types import FrameType
 from typing import Any
+
+import gevent
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +45,22 @@ def start_draining() -> None:
 
 def install_drain(worker: Any, drain_seconds: float) -> None:
     """Replace the gunicorn worker's SIGTERM handler with: draining now, gunicorn's own
-    graceful stop (`worker.handle_exit`) after `drain_seconds`. Call it from post_worker_init."""
+    graceful stop (`worker.handle_exit`) after `drain_seconds`. Call it from post_worker_init.
+
+    The worker is gevent's (service/worker.py): a plain signal handler runs in whatever greenlet
+    is current, the event loop's own included, where waiting for anything (a lock, a timer) is
+    an error that reaches the requests in flight (measured: connections reset at the SIGTERM).
+    gevent's signal handler runs it in a greenlet of its own, which may wait.
+    """
     graceful_stop = worker.handle_exit
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    def on_sigterm() -> None:
         if draining():
             return  # a repeated SIGTERM changes nothing: the drain is already under way
         start_draining()
         log.info("SIGTERM: readiness answers 503; serving for %.1f s more, then finishing in-flight requests",
                  drain_seconds)
-        if drain_seconds <= 0:
-            graceful_stop(signum, frame)
-            return
-        # A signal handler must not block the worker's main loop (it accepts and dispatches):
-        # a timer thread starts gunicorn's stop later, which wakes that loop itself.
-        timer = threading.Timer(drain_seconds, graceful_stop, args=(signum, None))
-        timer.daemon = True
-        timer.start()
+        gevent.sleep(max(drain_seconds, 0.0))   # this greenlet only: the others keep serving
+        graceful_stop(signal.SIGTERM, None)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it: no EINTR in busy system calls
+    gevent.signal_handler(signal.SIGTERM, on_sigterm)
