@@ -377,7 +377,8 @@ def test_sigterm_drains_then_finishes_in_flight_requests_and_exits_0(draining_se
     print(f"SIGTERM -> exit {exited_at - sigterm_at:.1f} s; requests before {len(before)}, during the drain "
           f"{len(during)}, after {len(after)} ({sum(o.kind == 'connection' for o in after)} without an answer)")
     assert len(before) > 50 and len(during) > 20
-    assert [o for o in before + during if o.kind != "ok"] == [], [(round(o.started - sigterm_at, 2), o.kind) for o in before + during if o.kind != "ok"][:20]
+    wrong = [o for o in before + during if o.kind != "ok"]
+    assert wrong == [], [(round(o.started - sigterm_at, 2), o.kind, o.detail[:80]) for o in wrong[:10]]
     # After the drain a new connection may be refused or reset, but nothing is answered wrongly.
     assert [o for o in after if o.kind == "failed"] == []
 
