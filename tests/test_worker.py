@@ -11,7 +11,7 @@ import gevent
 import pytest
 from gevent.pool import Pool
 
-from service.worker import ACCEPT_DEFER_SECONDS, BalancedServer
+from service.worker import ACCEPT_DEFER_SECONDS, BalancedServer, FairGeventWorker
 
 
 @pytest.fixture
@@ -129,3 +129,23 @@ def test_a_stopping_worker_closes_idle_keep_alive_connections_at_once(gunicorn_f
         for sock in connections:
             sock.close()
     assert time.monotonic() - started < 5
+
+
+def test_close_idle_spares_connections_answering_or_with_a_request_waiting():
+    worker = FairGeventWorker.__new__(FairGeventWorker)     # the state gunicorn leaves, without a process
+    pairs = [socket.socketpair() for _ in range(3)]
+    idle, waiting, answering = (ours for ours, _ in pairs)
+    worker._answering = {idle: False, waiting: False, answering: True}
+    try:
+        pairs[1][1].sendall(b"GET / HTTP/1.1\r\n")         # its next request has arrived, not read yet
+        worker.close_idle()
+        for _, theirs in pairs:
+            theirs.settimeout(0.2)
+        assert pairs[0][1].recv(10) == b""                  # shut down: the client sees the end
+        for _, theirs in pairs[1:]:
+            with pytest.raises(TimeoutError):               # still open
+                theirs.recv(10)
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
