@@ -49,7 +49,7 @@ from loadtest.server import MODELS, GunicornServer  # noqa: E402
 LOCUSTFILE = Path(__file__).resolve().parent / "locust_faults.py"
 USERS = 50
 SLOW_TIMEOUT = 5.0          # REQUEST_TIMEOUT of the slow-clients server, seconds
-SLOW_CLIENTS = 20           # more than the 16 threads the server had before its gevent worker
+SLOW_CLIENTS = 20           # at once, each of which must hold only itself up
 
 
 # --------------------------------------------------------------------------- records and outcomes

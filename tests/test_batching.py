@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.core.batching import Batcher
 from service.errors import Unavailable
 from service.repository.loader import load_servable
+from tests.conftest import samples, value
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +110,9 @@ def test_the_served_worker_batches_requests_of_different_connections(gunicorn_fa
             lambda i: requests.post(url, json={"instances": [rows[i % 3]]}, timeout=10).json()["predictions"][0],
             range(240)))
     assert all(got == alone[i % 3] for i, got in enumerate(together))
-    found = {s.name: s.value for family in text_string_to_metric_families(requests.get(f"{server.url}/metrics",
-                                                                                        timeout=10).text)
-             for s in family.samples if s.labels.get("model") == "iris"}
+    found = samples(requests.get(f"{server.url}/metrics", timeout=10).text)
     # One observation per request: the size of the model call it was part of.
-    answered, sizes = found["model_server_batch_size_count"], found["model_server_batch_size_sum"]
+    answered = value(found, "model_server_batch_size_count", model="iris")
+    sizes = value(found, "model_server_batch_size_sum", model="iris")
     assert answered == len(rows) + 240
     assert sizes > answered, "no two requests ever shared a model call"

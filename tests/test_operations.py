@@ -19,24 +19,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.ops import context, hooks, lifecycle, logs
 from service.repository.manager import ModelManager
+from tests.conftest import samples, value
 
 ROOT = Path(__file__).resolve().parent.parent
 SETOSA = {"instances": [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4,
                          "petal_width_cm": 0.2}]}
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Prometheus text -> {(sample name, sorted labels): value}; the parser also proves the format."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(found: dict, name: str, **labels: str) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 # --------------------------------------------------------------------------- in process

@@ -50,10 +50,7 @@ def describe(servable: Servable, outputs: dict[str, np.ndarray]) -> list[dict[st
 
 
 def _classification(row: np.ndarray, card: ModelCard) -> dict[str, Any]:
-    # On the list, not row.argmax(): numpy lets go of the GIL even for ten values (a hand-off to
-    # another request thread and back, under load); index() also takes the first of equals.
-    values = row.tolist()
-    top = values.index(max(values))
+    top = int(row.argmax())
     names = card.class_names or tuple(str(i) for i in range(len(row)))
     entry: dict[str, Any] = {
         "label": names[top],
