@@ -26,6 +26,9 @@ class SegmentConverter(BaseConverter):
     """
 
     regex = "[^/:]+"
+    # Werkzeug guesses from the '/' in the regex that a value may span segments, and would
+    # then try every rule under /v1/models/ as one regex over the rest of the path, in turn.
+    part_isolating = True
 
 
 def inference_core() -> InferenceCore:
