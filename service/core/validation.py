@@ -15,31 +15,33 @@ def validate_inputs(inputs: dict[str, np.ndarray], signature: Signature, card: M
                     max_instances: int) -> tuple[dict[str, np.ndarray], int]:
     """The inputs cast to the signature's dtypes, and their batch size; or InvalidInput saying
     what is wrong and where."""
-    expected, given = set(signature.inputs), set(inputs)
-    if expected != given:
+    if inputs.keys() != signature.inputs.keys():
         raise InvalidInput(
-            f"signature {signature.name!r} takes input(s) {', '.join(sorted(expected))}; "
-            f"got {', '.join(sorted(given)) or 'none'}"
+            f"signature {signature.name!r} takes input(s) {', '.join(sorted(signature.inputs))}; "
+            f"got {', '.join(sorted(inputs)) or 'none'}"
         )
-    batch_sizes = set()
     for name, array in inputs.items():
-        where = f"input {name!r}"
         if array.ndim == 0 or array.shape[0] == 0:
-            raise InvalidInput(f"{where}: no instances")
-        got = array.shape[1:]
-        wanted = signature.inputs[name].instance_shape
-        if len(got) != len(wanted) or any(w is not None and w != g for w, g in zip(wanted, got, strict=True)):
-            raise InvalidInput(f"{where}: each instance must have shape {shape_text(wanted)}, got {shape_text(got)}")
-        batch_sizes.add(array.shape[0])
+            raise InvalidInput(f"input {name!r}: no instances")
+        got, wanted = array.shape[1:], signature.inputs[name].instance_shape
+        if got != wanted and not _fits(got, wanted):
+            raise InvalidInput(f"input {name!r}: each instance must have shape {shape_text(wanted)}, "
+                               f"got {shape_text(got)}")
+    batch_sizes = {array.shape[0] for array in inputs.values()}
     if len(batch_sizes) > 1:
         raise InvalidInput(f"inputs have different numbers of instances: {sorted(batch_sizes)}")
     batch = batch_sizes.pop()
     if batch > max_instances:
         raise PayloadTooLarge(f"{batch} instances in one request; the limit is {max_instances}")
-    typed = {name: _cast(array, signature.inputs[name].dtype) for name, array in inputs.items()}
-    for name, array in typed.items():
-        _check_values(array, _value_range(card) if name == card.input_name else None, f"input {name!r}")
+    typed = {}
+    for name, array in inputs.items():
+        typed[name] = cast = _cast(array, signature.inputs[name].dtype)
+        _check_values(cast, card.value_range if name == card.input_name else None, name)
     return typed, batch
+
+
+def _fits(got: tuple[int, ...], wanted: tuple[int | None, ...]) -> bool:
+    return len(got) == len(wanted) and all(w is None or w == g for w, g in zip(wanted, got, strict=True))
 
 
 def _cast(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -50,23 +52,28 @@ def _cast(array: np.ndarray, dtype: str) -> np.ndarray:
         return array.astype(dtype)
 
 
-def _value_range(card: ModelCard) -> tuple[float, float] | None:
-    return card.raw.get("input", {}).get("image", {}).get("value_range")
-
-
-def _check_values(array: np.ndarray, value_range: tuple[float, float] | None, where: str) -> None:
+def _check_values(array: np.ndarray, value_range: tuple[float, float] | None, name: str) -> None:
     """Finite floats, within the card's value range if it gives one.
 
-    One minimum and one maximum answer both, NaN and infinities showing in them: two passes
-    over the array where a finiteness check and a range check would take six.
+    With a range, one minimum and one maximum answer both, NaN and infinities showing in them:
+    two passes over the array where a finiteness check and a range check would take six.
     """
-    if array.dtype.kind not in "fiu" or array.size == 0:
+    kind = array.dtype.kind
+    if kind not in "fiu" or array.size == 0:
+        return
+    if value_range is None:
+        if kind == "f" and not np.isfinite(array).all():
+            raise _not_finite(name, array)
         return
     low, high = array.min(), array.max()
-    if value_range and not (value_range[0] <= low and high <= value_range[1]):
-        _refuse_outside(array, value_range, where)   # returns when only NaN was the cause
-    if array.dtype.kind == "f" and not (math.isfinite(low) and math.isfinite(high)):
-        raise InvalidInput(f"{where}: values must be finite and within the range of {array.dtype}")
+    if not (value_range[0] <= low and high <= value_range[1]):
+        _refuse_outside(array, value_range, f"input {name!r}")   # returns when only NaN was the cause
+    if kind == "f" and not (math.isfinite(low) and math.isfinite(high)):
+        raise _not_finite(name, array)
+
+
+def _not_finite(name: str, array: np.ndarray) -> InvalidInput:
+    return InvalidInput(f"input {name!r}: values must be finite and within the range of {array.dtype}")
 
 
 def _refuse_outside(array: np.ndarray, value_range: tuple[float, float], where: str) -> None:

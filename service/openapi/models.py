@@ -35,7 +35,7 @@ def _leaf(spec: TensorSpec, servable: Servable, *, output: bool = False, b64: bo
         if output:
             return NUMBER_OR_NULL
         schema: Schema = {"type": "number"}
-        value_range = servable.card.raw.get("input", {}).get("image", {}).get("value_range")
+        value_range = servable.card.value_range
         if value_range and spec.name == servable.card.input_name:
             schema.update(minimum=value_range[0], maximum=value_range[1])
         return schema

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ class TensorSpec:
     dtype: str                         # numpy name: "float32", "int64", "uint8", "object" for strings
     shape: tuple[int | None, ...]      # with the batch dimension first; None where any size fits
 
-    @property
+    @cached_property
     def instance_shape(self) -> tuple[int | None, ...]:
         return self.shape[1:]
 
@@ -50,6 +51,12 @@ class ModelCard:
     class_names_es: tuple[str, ...] = ()         # the lesson's Spanish names, where the card has them
     golden: dict[str, Any] | None = None         # golden.json: inputs and the outputs they must give
     extra_dir: Path | None = None                # assets.extra, for plots
+
+    @cached_property
+    def value_range(self) -> tuple[float, float] | None:
+        """The [low, high] every value of an image input must lie in, if the card gives one."""
+        found = self.raw.get("input", {}).get("image", {}).get("value_range")
+        return (found[0], found[1]) if found else None
 
 
 @dataclass(frozen=True)
