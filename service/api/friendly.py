@@ -105,11 +105,12 @@ def predict(name: str, version: str | None = None, label: str | None = None) -> 
     card = servable.card
     signature = servable.signature(None)
     files: list[dict[str, Any]] = []
-    if request.mimetype == "multipart/form-data" or request.mimetype.startswith("image/"):
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data" or mimetype.startswith("image/"):
         if card.input_kind != "image":
             raise UnsupportedMediaType(f"model {name!r} takes {card.input_kind}, not images; send application/json")
         prepared = [(filename, prepare_image(data, card.raw["input"], core.config.max_image_pixels))
-                    for filename, data in _uploaded_images(core.config.max_files)]
+                    for filename, data in _uploaded_images(mimetype, core.config.max_files)]
         arrays = [p.array for _, p in prepared]
         # One upload needs no copy: a view with the batch dimension.
         inputs = {card.input_name: arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)}
@@ -128,8 +129,8 @@ def predict(name: str, version: str | None = None, label: str | None = None) -> 
     return json_response({"model": servable.name, "version": servable.version, "predictions": predictions})
 
 
-def _uploaded_images(max_files: int) -> list[tuple[str, bytes]]:
-    if request.mimetype.startswith("image/"):
+def _uploaded_images(mimetype: str, max_files: int) -> list[tuple[str, bytes]]:
+    if mimetype.startswith("image/"):
         data = read_body()
         if not data:
             raise InvalidInput("request body is empty; send the image bytes")

@@ -57,16 +57,17 @@ def read_body() -> bytes:
       without an error, and a short body that happens to parse would be served;
     - malformed chunked framing raises the server's own exception type, which would be a 500.
     """
-    announced = request.content_length   # parsed from the header on every access: once here
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    announced = req.content_length   # parsed from the header on every access: once here
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    stream = request.environ["wsgi.input"]
+    stream = req.environ["wsgi.input"]
     try:
         if announced is not None:
             if limit is not None and announced > limit:
                 raise RequestEntityTooLarge()
             body = stream.read(announced)
         else:
-            body = request.get_data(cache=False)
+            body = req.get_data(cache=False)
             if limit is not None and len(body) >= limit and stream.read(1):
                 raise PayloadTooLarge(f"request body is over the limit of {limit:,} bytes")
     except (HTTPException, ServingError):
@@ -82,8 +83,10 @@ def read_body() -> bytes:
 
 def read_json() -> Any:
     """The request body parsed as JSON; the wire's NaN/Infinity tokens are refused."""
-    if request.mimetype not in _JSON_LIKE:
-        raise UnsupportedMediaType(f"content type {request.mimetype!r} is not supported here; send application/json")
+    req = request._get_current_object()
+    # The header as clients send it is taken as is; anything else is parsed (parameters, case).
+    if req.environ.get("CONTENT_TYPE", "") not in _JSON_LIKE and req.mimetype not in _JSON_LIKE:
+        raise UnsupportedMediaType(f"content type {req.mimetype!r} is not supported here; send application/json")
     body = read_body()
     if not body:
         raise InvalidInput("request body is empty; send a JSON object")

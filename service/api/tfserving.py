@@ -9,7 +9,6 @@ from service.codecs import tfserving
 from service.codecs.images import prepare_image
 from service.codecs.signature_def import model_metadata
 from service.errors import InvalidInput
-from service.repository.servable import Servable
 
 blueprint = Blueprint("tfserving", __name__, url_prefix="/v1/models")
 
@@ -17,10 +16,6 @@ _VERBS = "<any(predict,classify,regress):verb>"
 # Variables are one segment without ':' (service/api/http.py, SegmentConverter), so that
 # `/v1/models/iris:predict` is only ever the predict route, never the status of "iris:predict".
 _SELECTORS = ("/<name>", "/<name>/versions/<version>", "/<name>/labels/<label>")
-
-
-def _servable(name: str, version: str | None, label: str | None) -> Servable:
-    return inference_core().servable(name, version, label)
 
 
 def status(name: str, version: str | None = None, label: str | None = None) -> Response:
@@ -40,13 +35,13 @@ def status(name: str, version: str | None = None, label: str | None = None) -> R
 
 
 def metadata(name: str, version: str | None = None, label: str | None = None) -> Response:
-    return json_response(model_metadata(_servable(name, version, label)))
+    return json_response(model_metadata(inference_core().servable(name, version, label)))
 
 
 def call(name: str, verb: str, version: str | None = None, label: str | None = None) -> Response:
-    servable = _servable(name, version, label)
-    body = read_json()
     core = inference_core()
+    servable = core.servable(name, version, label)
+    body = read_json()
     if verb == "predict":
         signature = servable.signature(tfserving.signature_name(body))
         max_pixels = core.config.max_image_pixels

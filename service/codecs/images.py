@@ -740,7 +740,7 @@ def prepare_image(data: bytes, card_input: Mapping[str, Any], max_pixels: int) -
     seen, inverted = pipeline.run(decoded.image)
     array = pipeline.to_array(seen)
     shape = card_input.get("shape")
-    if shape and None not in shape and int(np.prod(shape)) == array.size:
+    if shape and None not in shape and math.prod(shape) == array.size:
         array = array.reshape(shape)
     dtype = card_input.get("dtype") or "float32"
     if dtype in _NUMERIC_DTYPES:
