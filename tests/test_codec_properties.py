@@ -12,6 +12,7 @@ import base64
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from PIL import Image
 from urllib3 import encode_multipart_formdata
 
 from service.codecs import tfserving, v2
-from service.codecs.arrays import decode_b64
+from service.codecs.arrays import decode_b64, to_array
 from service.codecs.images import prepare_image
 from service.codecs.multipart import parse_multipart
 from service.errors import InvalidInput, PayloadTooLarge, ServingError
@@ -58,6 +59,24 @@ def card(input_name: str, kind: str = "tensor") -> ModelCard:
 
 FEATURES = TensorSpec("features", "float32", (None, 4))
 PAIR = (TensorSpec("a", "float32", (None, 3)), TensorSpec("b", "int32", (None,)))
+
+
+# --------------------------------------------------------------------------- JSON numbers to arrays
+
+@FAST
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-2**63, 2**63 - 1),
+                min_size=1, max_size=6),
+       st.sampled_from(["float16", "float32", "float64"]))
+def test_any_json_numbers_become_the_dtype_numpy_would_round_them_to_silently(numbers, dtype):
+    """Values beyond the dtype's range come back infinite, for the core to refuse by name; numpy
+    must not warn about them (the error state is set exactly when a value could overflow)."""
+    with np.errstate(over="ignore"):
+        expected = np.array(numbers, dtype=np.float64).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to_array(orjson.loads(orjson.dumps(numbers)), TensorSpec("x", dtype, (None,)), "input 'x'")
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
 
 
 # --------------------------------------------------------------------------- TensorFlow Serving
