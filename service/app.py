@@ -15,14 +15,14 @@ from service.repository.loader import load_servable
 from service.repository.manager import ModelManager
 from service.repository.policy import load_policies
 from service.repository.watcher import Watcher
-from service.runtime import configure_tensorflow
+from service.runtime import configure_tensorflow, off_the_loop
 
 
 def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
     """Build the app and load the models; call it in each worker, after the fork."""
     config = config or Config.from_env()
     configure_tensorflow(config)
-    loader = functools.partial(load_servable, compile_litert=config.compiled_path)
+    loader = off_the_loop(functools.partial(load_servable, compile_litert=config.compiled_path))
     manager = ModelManager(config.model_base_path, load_policies(config.model_config), loader=loader,
                            observer=metrics.observe_model_load)
     manager.refresh()

@@ -1,11 +1,20 @@
-"""Per-process TensorFlow settings, applied once in each worker before the first model loads."""
+"""Per-process runtime: TensorFlow settings, applied once in each worker before the first
+model loads, and long blocking calls moved off the worker's event loop."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import gevent
+from gevent import monkey
 
 from service.config import Config
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _configured = False
 
@@ -32,3 +41,21 @@ def configure_tensorflow(config: Config) -> None:
         # Already running (an app built inside a process that used TensorFlow, as tests do).
         logging.getLogger(__name__).warning("TensorFlow already initialised; thread pools left as they are")
     _configured = True
+
+
+def off_the_loop(function: Callable[P, R]) -> Callable[P, R]:
+    """`function`, run in one of gevent's native threads when this process serves on gevent.
+
+    A gunicorn worker here answers every connection from one event loop (threading is
+    monkey-patched there): a call that holds it for long, like a model load (0.3-0.8 s) or a
+    read of /proc/self/smaps (13 ms), would stop every connection of the worker. In a native
+    thread only the calling greenlet waits, and the loop answers the others meanwhile. Without
+    gevent (tests, scripts) `function` is returned as it is.
+    """
+    if not monkey.is_module_patched("threading"):
+        return function
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return gevent.get_hub().threadpool.apply(function, args, kwargs)
+
+    return run

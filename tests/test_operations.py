@@ -417,6 +417,27 @@ def _status(url: str) -> dict[str, dict]:
 
 
 @pytest.mark.slow
+def test_a_worker_answers_while_it_loads_a_version(gunicorn_factory, models_copy):
+    """Loads run off the worker's event loop (service/runtime.py, off_the_loop). One worker
+    reports version 2 as LOADING while it loads it: a worker whose loop the load held could
+    only ever answer before the load began (no version 2) or after it ended (AVAILABLE)."""
+    server = gunicorn_factory({"WEB_CONCURRENCY": "1", "MODEL_BASE_PATH": str(models_copy),
+                               "POLL_SECONDS": "0.2", "ACCESS_LOG": ""})
+    iris = models_copy / "iris"
+    _publish(iris, 2, iris / "1")
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    with requests.Session() as session:
+        while "AVAILABLE" not in seen:
+            assert time.monotonic() < deadline, f"version 2 not available in time; states seen {seen}"
+            answer = session.get(f"{server.url}/v1/models/iris", timeout=10).json()
+            state = {e["version"]: e["state"] for e in answer["model_version_status"]}.get("2")
+            if state is not None and seen[-1:] != [state]:
+                seen.append(state)
+    assert seen == ["LOADING", "AVAILABLE"]
+
+
+@pytest.mark.slow
 def test_hot_reload_under_locust_load(gunicorn_factory, models_copy, tmp_path):
     server = gunicorn_factory({"MODEL_BASE_PATH": str(models_copy), "POLL_SECONDS": str(POLL_SECONDS),
                                "ACCESS_LOG": ""})

@@ -19,12 +19,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import gevent
-from gevent import monkey
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
 from service.ops import context
+from service.runtime import off_the_loop
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +145,9 @@ def sample_memory() -> None:
     """RSS and PSS of this process from /proc (Linux); silently nothing elsewhere.
 
     The kernel walks every mapping of the process to answer, 13 ms for a worker holding
-    TensorFlow. In the server's gevent worker that would stop every connection for as long,
-    so there the read runs in one of gevent's native threads and only this greenlet waits.
+    TensorFlow: off the event loop.
     """
-    off_loop = monkey.is_module_patched("threading")
-    found = gevent.get_hub().threadpool.apply(_memory) if off_loop else _memory()
+    found = off_the_loop(_memory)()
     for kind, value in found.items():
         WORKER_MEMORY.labels(kind).set(value)
 
