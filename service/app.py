@@ -13,7 +13,7 @@ from service.core.inference import InferenceCore
 from service.ops import hooks, metrics
 from service.repository.loader import load_servable
 from service.repository.manager import ModelManager
-from service.repository.policy import load_policies
+from service.repository.policy import PolicyFile
 from service.repository.watcher import Watcher
 from service.runtime import configure_tensorflow, off_the_loop
 
@@ -23,7 +23,7 @@ def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
     config = config or Config.from_env()
     configure_tensorflow(config)
     loader = off_the_loop(functools.partial(load_servable, compile_litert=config.compiled_path))
-    manager = ModelManager(config.model_base_path, load_policies(config.model_config), loader=loader,
+    manager = ModelManager(config.model_base_path, PolicyFile(config.model_config), loader=loader,
                            observer=metrics.observe_model_load)
     manager.refresh()
 

@@ -23,7 +23,7 @@ from service.repository import source as source_module
 from service.repository.card import CardError, read_card
 from service.repository.loader import LoadError, load_servable
 from service.repository.manager import AVAILABLE, END, LOADING, ModelManager, VersionState
-from service.repository.policy import ModelPolicies, VersionPolicy, load_policies, parse_policies
+from service.repository.policy import ModelPolicies, PolicyFile, VersionPolicy, load_policies, parse_policies
 from service.repository.servable import ModelCard, Servable, Signature, TensorSpec
 from service.repository.source import ModelSource, scan
 from service.repository.watcher import Watcher
@@ -68,7 +68,7 @@ def edit_golden(version_path: Path, delta: float) -> None:
     golden_path.write_text(json.dumps(golden))
 
 
-def manager_for(base: Path, policies: ModelPolicies | None = None, loader=load_servable) -> ModelManager:
+def manager_for(base: Path, policies: ModelPolicies | PolicyFile | None = None, loader=load_servable) -> ModelManager:
     # settle_seconds=0: files written by a test are "fresh"; settling has its own tests.
     return ModelManager(base, policies, loader=loader, settle_seconds=0)
 
@@ -528,6 +528,37 @@ def test_manager_labels(base):
         manager.servable("linear", label="beta")
     with pytest.raises(InvalidInput):
         manager.servable("linear", version=1, label="stable")
+
+
+def test_a_changed_policy_file_applies_at_the_next_refresh_and_a_broken_one_changes_nothing(base, tmp_path, caplog):
+    for version in (1, 2, 3):
+        add_fake_version(base, "linear", version)
+    config = tmp_path / "models.yaml"
+    config.write_text("models:\n  linear: {version_policy: {specific: [1]}, labels: {stable: 1}}\n")
+    manager = manager_for(base, PolicyFile(config), loader=FakeLoader())
+    manager.refresh()
+    assert states(manager, "linear") == {1: AVAILABLE}
+
+    config.write_text("models:\n  linear: {version_policy: {latest: 2}, labels: {stable: 2}}\n")
+    manager.refresh()
+    assert states(manager, "linear") == {1: END, 2: AVAILABLE, 3: AVAILABLE}
+    assert manager.labels("linear") == {"stable": 2}
+
+    for broken in ("models:\n  linear: {version_policy: {latest: 0}}\n", "models: [", None):
+        if broken is None:
+            config.unlink()
+        else:
+            config.write_text(broken)
+        caplog.clear()
+        manager.refresh()
+        assert states(manager, "linear") == {1: END, 2: AVAILABLE, 3: AVAILABLE}
+        assert manager.labels("linear") == {"stable": 2}
+        assert "keeping the version policies and labels read before" in caplog.text
+
+    config.write_text("{}")   # back, with nothing in it: every model's latest version, no labels
+    manager.refresh()
+    assert states(manager, "linear") == {1: END, 2: END, 3: AVAILABLE}
+    assert manager.labels("linear") == {}
 
 
 def test_manager_unknown_names_say_what_exists(base):

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.repository.loader import LoadError, load_servable, scrub
-from service.repository.policy import ModelPolicies
+from service.repository.policy import ModelPolicies, PolicyFile
 from service.repository.servable import Servable
 from service.repository.source import Fingerprint, ModelOnDisk, ModelSource
 
@@ -56,10 +56,14 @@ class _Model:
 
 
 class ModelManager:
-    def __init__(self, base_path: Path, policies: ModelPolicies | None = None, loader: Loader = load_servable,
-                 settle_seconds: float = 1.0, observer: LoadObserver | None = None) -> None:
+    def __init__(self, base_path: Path, policies: ModelPolicies | PolicyFile | None = None,
+                 loader: Loader = load_servable, settle_seconds: float = 1.0,
+                 observer: LoadObserver | None = None) -> None:
+        """`policies`: fixed, or a file read again at each refresh when it has changed."""
         self.base_path = Path(base_path)
-        self._policies = policies if policies is not None else ModelPolicies()
+        self._policy_file = policies if isinstance(policies, PolicyFile) else None
+        self._policies = (self._policy_file.policies if self._policy_file is not None
+                          else policies or ModelPolicies())
         self._loader = loader
         self._observer = observer
         self._source = ModelSource(self.base_path, settle_seconds)
@@ -74,6 +78,8 @@ class ModelManager:
     def refresh(self) -> None:
         """Rescan the disk, load what the policy wants, unload what it no longer wants. Never raises."""
         with self._refresh_lock:
+            if self._policy_file is not None:
+                self._policies = self._policy_file.reload() or self._policies
             try:
                 result = self._source.scan()
             except Exception:
@@ -86,11 +92,6 @@ class ModelManager:
                     self._refresh_model(name, result.models.get(name))
                 except Exception:
                     log.exception("model %r: refresh failed; keeping what is loaded", name)
-
-    def set_policies(self, policies: ModelPolicies) -> None:
-        """Use new policies and labels from the next refresh on (e.g. after the config file changed)."""
-        with self._refresh_lock:
-            self._policies = policies
 
     def _refresh_model(self, name: str, disk: ModelOnDisk | None) -> None:
         current = self._snapshot.get(name, _Model())

@@ -1,7 +1,8 @@
 """Which versions of each model to serve, and the labels that name versions.
 
 An optional JSON or YAML file (Config.model_config) sets them per model; a model it does not
-mention serves its latest version and has no labels, like TensorFlow Serving's default.
+mention serves its latest version and has no labels, like TensorFlow Serving's default. The
+file is read again whenever it changes (PolicyFile).
 
     models:
       fashion_mnist:
@@ -15,6 +16,7 @@ TensorFlow Serving's spellings are accepted too: `{latest: {num_versions: 2}}`, 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from service.repository.source import is_valid_name
+
+log = logging.getLogger(__name__)
 
 PolicyKind = Literal["latest", "all", "specific"]
 _MODEL_KEYS = {"version_policy", "labels"}
@@ -70,6 +74,44 @@ class ModelPolicies:
 
     def labels(self, name: str) -> dict[str, int]:
         return dict(self.for_model(name).labels)
+
+
+class PolicyFile:
+    """The model config file, for a manager to read again whenever it has changed.
+
+    Like TensorFlow Serving's --model_config_file_poll_wait_seconds, the manager asks at every
+    refresh. The contents are compared, not the modification time, whose granularity can hide
+    two quick edits. A file that stops parsing, or disappears, is logged and the policies read
+    last stay: a typo in the file must not unload the models.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = None if path is None else Path(path)
+        self._seen = self._contents()
+        self.policies = load_policies(self.path)   # a bad file at start-up stops the start
+
+    def reload(self) -> ModelPolicies | None:
+        """The new policies if the file changed since it was last read and still parses, else None."""
+        contents = self._contents()
+        if contents == self._seen:
+            return None
+        self._seen = contents
+        try:
+            policies = load_policies(self.path)
+        except ValueError as exc:
+            log.error("%s; keeping the version policies and labels read before", exc)
+            return None
+        log.info("model config file %s changed: version policies and labels read again", self.path)
+        self.policies = policies
+        return policies
+
+    def _contents(self) -> bytes | None:
+        if self.path is None:
+            return None
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
 
 
 def load_policies(path: Path | None) -> ModelPolicies:
