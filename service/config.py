@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_MODEL_CONFIG = "models.yaml"   # in model_base_path: used when model_config is not set
+NO_MODEL_CONFIG = "none"                # model_config that turns the default off
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,11 @@ class Config:
     cors_origins: str = ""                    # comma-separated origins allowed from browsers, or *; empty: off
 
     def __post_init__(self) -> None:
+        # MODEL_CONFIG=none: no file at all, not even the models folder's own models.yaml.
+        if self.model_config == Path(NO_MODEL_CONFIG):
+            object.__setattr__(self, "model_config", None)
         # Without MODEL_CONFIG, the models folder's own models.yaml (if any) sets policies and labels.
-        if self.model_config is None:
+        elif self.model_config is None:
             default = Path(self.model_base_path) / DEFAULT_MODEL_CONFIG
             if default.is_file():
                 object.__setattr__(self, "model_config", default)

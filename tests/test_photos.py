@@ -272,6 +272,7 @@ def test_models_yaml_is_the_default_config(tmp_path, monkeypatch):
     other.write_text("{}")
     assert Config.from_env({"MODEL_BASE_PATH": str(MODELS), "MODEL_CONFIG": str(other)}).model_config == other
     assert Config(model_base_path=tmp_path).model_config is None
+    assert Config.from_env({"MODEL_BASE_PATH": str(MODELS), "MODEL_CONFIG": "none"}).model_config is None
 
 
 def test_lesson_label_is_version_1_and_the_default_is_version_2(client):
