@@ -204,9 +204,10 @@ def test_page_and_assets_carry_security_headers_and_nothing_external(server):
     directives = {part.split()[0]: part.split()[1:] for part in csp.split(";") if part.strip()}
     assert directives["default-src"] == ["'self'"]
     assert directives["script-src"] == ["'self'"]
-    assert directives["img-src"] == ["'self'", "data:"]
+    assert directives["img-src"] == ["'self'", "data:", "blob:"]   # blob: plots the page fetched with a key
     assert directives["frame-ancestors"] == ["'none'"]
-    assert all(source in ("'self'", "'none'", "data:") for sources in directives.values() for source in sources)
+    sources = {source for listed in directives.values() for source in listed}
+    assert sources <= {"'self'", "'none'", "data:", "blob:"}
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.headers["Referrer-Policy"] == "no-referrer"
     assert '<meta name="viewport"' in page.text
@@ -405,6 +406,42 @@ def test_the_version_chosen_is_the_version_that_answers(browser, gunicorn_factor
     assert api["version"] == 1
     assert result.find_element("css selector", ".result-label").text == api["predictions"][0]["label"]
     assert browser.current_url.endswith("#model=iris&version=1")
+
+
+def test_with_api_keys_the_page_asks_for_one_and_sends_it(browser, gunicorn_factory):
+    """API_KEYS set: the page itself is open, the API is not. The page shows the API's 401
+    message and a key field; with the right key every call, plots included, carries it."""
+    key = "page-test-key-0123456789"
+    keyed = gunicorn_factory({"API_KEYS": key, "WEB_CONCURRENCY": "1", "POLL_SECONDS": "0"})
+    browser.set_window_size(*DESKTOP)
+    browser.get(keyed.url + "/")
+    page = Page(browser, keyed.url)
+    page.visible("#key-form")
+    page.wait(lambda d: "missing API key" in page.find("#page-error").text, message="no 401 message")
+
+    field = page.find("#api-key")
+    field.send_keys("not-the-key-0123456789")
+    page.find("#key-button").click()
+    page.wait(lambda d: "invalid API key" in page.find("#page-error").text, message="a wrong key was not refused")
+
+    browser.get_log("browser")   # the two 401s above, which the browser reports as failed loads
+    field.clear()
+    field.send_keys(key)
+    page.find("#key-button").click()
+    page.choose("fashion_mnist")
+    page.wait(lambda d: d.execute_script(
+        "const shown = [...document.querySelectorAll('#plots img')];"
+        "return shown.length > 0 && shown.every(i => i.complete && i.naturalWidth > 0 && i.src.startsWith('blob:'))"),
+        message="the plots never loaded with the key")
+    example = browser.execute_script("return document.getElementById('api-example-code').textContent")
+    assert 'Authorization: Bearer $API_KEY' in example and key not in example
+
+    page.choose("iris")
+    page.visible("#predict-button").click()
+    (result,) = page.results(1)
+    assert result.find_element("css selector", ".result-label").text == "setosa"
+    assert key not in browser.current_url and key not in browser.page_source
+    assert page.console_problems() == []
 
 
 def test_the_choice_is_kept_in_the_address(page, server):

@@ -29,13 +29,19 @@
     plots: $("plots"),
     apiExample: $("api-example"),
     apiExampleCode: $("api-example-code"),
+    keyForm: $("key-form"),
+    keyInput: $("api-key"),
   };
+
+  // The API key, when the server asks for one: this tab only (sessionStorage), never in the address.
+  const KEY_STORAGE = "model-server-api-key";
 
   const state = {
     models: [],   // GET /api/models
     card: null,   // GET /api/models/{name}/versions/{v}
     generation: 0, // bumps on every model/version change: late answers for an old choice are dropped
     busy: 0,
+    apiKey: sessionStorage.getItem(KEY_STORAGE) || "",
   };
 
   // ---------------------------------------------------------------- helpers
@@ -64,13 +70,18 @@
     }
   }
 
+  function authorization() {
+    return state.apiKey ? { Authorization: `Bearer ${state.apiKey}` } : {};
+  }
+
   async function api(path, options = {}) {
     let response;
     try {
-      response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+      response = await fetch(path, { ...options, headers: { Accept: "application/json", ...authorization() } });
     } catch (exc) {
       throw new ApiError(`Could not reach the server (${exc.message}).`, 0);
     }
+    if (response.status === 401) askForKey();
     const text = await response.text();
     let body = null;
     try {
@@ -125,8 +136,38 @@
 
   // --------------------------------------------------------- models, versions
 
-  async function start() {
-    wireEvents();
+  function askForKey() {
+    show(ui.keyForm, true);
+    ui.keyInput.value = state.apiKey;
+  }
+
+  function useKey(event) {
+    event.preventDefault();
+    state.apiKey = ui.keyInput.value.trim();
+    if (state.apiKey) sessionStorage.setItem(KEY_STORAGE, state.apiKey);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    setMessage(ui.pageError, "");
+    loadModels();
+  }
+
+  // A plot is an image the API serves: with a key it is fetched with the key, as a blob.
+  function showImage(img, link, url) {
+    if (!state.apiKey) {
+      img.src = url;
+      link.href = url;
+      return;
+    }
+    fetch(url, { headers: authorization() })
+      .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(String(response.status)))))
+      .then((blob) => {
+        img.src = link.href = URL.createObjectURL(blob);
+      })
+      .catch((exc) => {
+        img.alt = `${img.alt} (could not be loaded: ${exc.message})`;
+      });
+  }
+
+  async function loadModels() {
     let listing;
     try {
       listing = await api("/api/models");
@@ -273,19 +314,24 @@
     const captions = { confusion_matrix: "Confusion matrix (test set)", training_curves: "Training curves" };
     const order = (key) => (key in captions ? Object.keys(captions).indexOf(key) : 99);
     const plots = Object.entries(card.plots || {}).sort(([a], [b]) => order(a) - order(b));
-    ui.plots.replaceChildren(...plots.map(([key, url]) => h("figure", { class: "plot", dataset: { plot: key } },
-      h("a", { href: url, target: "_blank", rel: "noopener", title: "Open full size" },
-        h("img", { src: url, alt: captions[key] || humanize(key), decoding: "async" })),
-      h("figcaption", { text: captions[key] || humanize(key) }))));
+    ui.plots.replaceChildren(...plots.map(([key, url]) => {
+      const img = h("img", { alt: captions[key] || humanize(key), decoding: "async" });
+      const link = h("a", { target: "_blank", rel: "noopener", title: "Open full size" }, img);
+      showImage(img, link, url);
+      return h("figure", { class: "plot", dataset: { plot: key } }, link,
+        h("figcaption", { text: captions[key] || humanize(key) }));
+    }));
 
     const example = card.example_request;
     if (example && example.path) {
       const url = location.origin + example.path;
+      // The key itself is never shown: the example names a shell variable for it.
+      const key = state.apiKey ? "-H \"Authorization: Bearer $API_KEY\" " : "";
       let text;
       if (example.content_type === "multipart/form-data") {
-        text = `curl -F image=@shirt.jpg '${url}?preview=1'`;
+        text = `curl ${key}-F image=@shirt.jpg '${url}?preview=1'`;
       } else {
-        text = `curl -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify(example.body)}' \\\n  ${url}`;
+        text = `curl ${key}-H 'Content-Type: application/json' \\\n  -d '${JSON.stringify(example.body)}' \\\n  ${url}`;
       }
       ui.apiExampleCode.textContent = text;
       show(ui.apiExample, true);
@@ -501,6 +547,7 @@
   // ------------------------------------------------------------------ events
 
   function wireEvents() {
+    ui.keyForm.addEventListener("submit", useKey);
     ui.model.addEventListener("change", () => selectModel(null));
     ui.version.addEventListener("change", loadCard);
     ui.form.addEventListener("submit", predictFeatures);
@@ -546,5 +593,7 @@
     });
   }
 
-  start();
+  wireEvents();
+  if (state.apiKey) askForKey();
+  loadModels();
 })();
