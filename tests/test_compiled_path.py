@@ -41,3 +41,19 @@ def test_threads_share_a_compiled_signature_safely(models_dir, fashion_test_slic
                             range(64)))
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+
+def test_a_litert_without_the_runners_private_parts_keeps_tensorflow(models_dir, monkeypatch):
+    """The runner reaches into ai_edge_litert's private parts; another version of it must cost
+    speed only, never the model."""
+    from service.repository import compiled
+
+    def runner_of_another_version(*_args: object) -> None:
+        raise AttributeError("'SignatureRunner' object has no attribute '_subgraph_index'")
+
+    monkeypatch.setattr(compiled, "_Runner", runner_of_another_version)
+    servable = load_servable("iris", 1, models_dir / "iris" / "1")
+    assert {sig.backend for sig in servable.signatures.values()} == {"tensorflow"}
+    result = servable.signature("top_class")({"features": np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)})
+    assert result["class_id"].tolist() == [0]
