@@ -436,7 +436,14 @@ def test_with_api_keys_the_page_asks_for_one_and_sends_it(browser, gunicorn_fact
     example = browser.execute_script("return document.getElementById('api-example-code').textContent")
     assert 'Authorization: Bearer $API_KEY' in example and key not in example
 
+    plot = browser.execute_script("return document.querySelector('#plots img').src")
+    loads = ("const done = arguments[arguments.length - 1], image = new Image();"
+             "image.onload = () => done(true); image.onerror = () => done(false); image.src = arguments[0];")
+    assert browser.execute_async_script(loads, plot) is True
+
     page.choose("iris")
+    assert browser.execute_async_script(loads, plot) is False, "the plot's blob outlived its view"
+    browser.get_log("browser")   # that failed load, on purpose
     page.visible("#predict-button").click()
     (result,) = page.results(1)
     assert result.find_element("css selector", ".result-label").text == "setosa"

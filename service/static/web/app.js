@@ -42,6 +42,7 @@
     generation: 0, // bumps on every model/version change: late answers for an old choice are dropped
     busy: 0,
     apiKey: sessionStorage.getItem(KEY_STORAGE) || "",
+    objectUrls: [], // plots fetched with the key, released when the view is cleared
   };
 
   // ---------------------------------------------------------------- helpers
@@ -160,7 +161,9 @@
     fetch(url, { headers: authorization() })
       .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(String(response.status)))))
       .then((blob) => {
-        img.src = link.href = URL.createObjectURL(blob);
+        const objectUrl = URL.createObjectURL(blob);
+        state.objectUrls.push(objectUrl);
+        img.src = link.href = objectUrl;
       })
       .catch((exc) => {
         img.alt = `${img.alt} (could not be loaded: ${exc.message})`;
@@ -244,6 +247,7 @@
     ui.metrics.replaceChildren();
     ui.perClass.replaceChildren();
     ui.plots.replaceChildren();
+    for (const objectUrl of state.objectUrls.splice(0)) URL.revokeObjectURL(objectUrl);
     show(ui.apiExample, false);
   }
 
