@@ -29,8 +29,8 @@ Three things gunicorn's own gevent worker does not do:
 
 gevent patches the standard library when the worker starts (after the fork, before the app
 is imported), so the app's threads (model watcher, metrics sampler, batcher) are greenlets of
-the same loop: a model version loading blocks that worker's requests while it loads (0.1-0.8 s
-for the committed models).
+the same loop. Long blocking calls, a model load (0.1-0.8 s for the committed models) or the
+memory read, run in gevent's native threads instead (service/runtime.py, off_the_loop).
 """
 
 from __future__ import annotations
