@@ -9,7 +9,7 @@ latency: at 64 connections the liveness route's p99 was 45-65 ms for a p50 of 12
 request runs from its first byte to its answer without a switch, unless it waits for the
 network: 304 us of CPU per liveness request, and p99 19-20 ms at 64 connections.
 
-Three things gunicorn's own gevent worker does not do:
+Four things gunicorn's own gevent worker does not do:
 
 - Take turns. A greenlet only lets go when it waits, and a keep-alive client that sends its
   next request at once is never waited for: a few connections had the worker to themselves
@@ -26,6 +26,9 @@ Three things gunicorn's own gevent worker does not do:
   REQUEST_TIMEOUT seconds (default: GUNICORN_TIMEOUT): the request line and headers within
   min(KEEPALIVE_SECONDS, REQUEST_TIMEOUT) of the previous answer, and the body, the app and the
   answer within REQUEST_TIMEOUT. A request that runs out of time is closed without an answer.
+- Answer in one send. gunicorn writes the status line and headers, then the body, in two
+  calls: two TCP segments, and a client that wakes up for each. The header block now waits
+  for the first body bytes and goes out with them (OneWriteResponse).
 
 gevent patches the standard library when the worker starts (after the fork, before the app
 is imported), so the app's threads (model watcher, metrics sampler, batcher) are greenlets of
@@ -48,6 +51,7 @@ from typing import Any
 import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
+from gunicorn.http import wsgi
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -58,6 +62,8 @@ from gunicorn.workers.ggevent import GeventWorker
 BALANCE_CONNECTIONS = 24
 # How long that moment is: the other worker takes a waiting connection within it when it can.
 ACCEPT_DEFER_SECONDS = 0.002
+# Body bytes the header block is joined to: beyond this, copying them costs more than a send.
+ONE_WRITE_MAX_BYTES = 64 * 1024
 
 
 def request_timeout(default: float) -> float:
@@ -107,6 +113,40 @@ class BalancedServer(StreamServer):
             self.start_accepting()
 
 
+class OneWriteResponse(wsgi.Response):
+    """gunicorn's response, its header block sent together with the first body bytes.
+
+    The block is held only once the app hands over body bytes: a file sent with sendfile, and a
+    response without a body, get their headers as gunicorn sends them. What is held goes out
+    at the latest in `close`.
+    """
+
+    _held = b""
+
+    def write(self, arg: bytes) -> None:
+        if not self.headers_sent:
+            lines = self.default_headers()
+            lines.extend(f"{name}: {value}\r\n" for name, value in self.headers)
+            self._held = ("".join(lines) + "\r\n").encode("latin-1")
+            self.headers_sent = True
+        super().write(arg)
+
+    def _emit_body(self, data: bytes) -> None:
+        held, self._held = self._held, b""
+        if held and not self.chunked and len(data) <= ONE_WRITE_MAX_BYTES:
+            self.sock.sendall(held + data)
+            return
+        if held:
+            self.sock.sendall(held)
+        super()._emit_body(data)
+
+    def close(self) -> None:
+        held, self._held = self._held, b""
+        if held:                                      # HEAD, or a body cut to Content-Length
+            self.sock.sendall(held)
+        super().close()
+
+
 class FairGeventWorker(GeventWorker):
     """GeventWorker whose connections take turns, spread over workers, under a deadline each."""
 
@@ -115,6 +155,12 @@ class FairGeventWorker(GeventWorker):
         self.request_timeout = request_timeout(self.cfg.timeout)
         # Every open connection's socket -> whether a request of it is being answered.
         self._answering: dict[Any, bool] = {}
+
+    def init_process(self) -> None:
+        # AsyncWorker.handle_request builds every response with wsgi.create, which takes the
+        # class from its module: so, in this worker process only, it is OneWriteResponse.
+        wsgi.Response = OneWriteResponse
+        super().init_process()
 
     def run(self) -> None:
         """gunicorn's GeventWorker.run with BalancedServer, then the same graceful stop."""
