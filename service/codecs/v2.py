@@ -156,13 +156,7 @@ def split_binary(body: bytes, header_length: str) -> tuple[Any, bytes]:
 
 
 def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestInput, int]:
-    where = f"inputs[{index}]"
-    if not isinstance(item, dict):
-        raise InvalidInput(f"{where} must be an object with name, shape, datatype and data")
-    _no_unknown_keys(item, _INPUT_KEYS, where)
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"{where}: 'name' must be a non-empty string")
+    name = _named(item, _INPUT_KEYS, f"inputs[{index}]", "name, shape, datatype and data")
     where = f"input {name!r}"
     datatype = item.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
@@ -210,13 +204,7 @@ def _outputs(outputs: Any) -> tuple[RequestOutput, ...]:
         raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects")
     parsed = []
     for index, item in enumerate(outputs):
-        where = f"outputs[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidInput(f"{where} must be an object with a name")
-        _no_unknown_keys(item, _OUTPUT_KEYS, where)
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"{where}: 'name' must be a non-empty string")
+        name = _named(item, _OUTPUT_KEYS, f"outputs[{index}]", "a name")
         parameters = _parameters(item.get("parameters", {}), f"output {name!r} parameters")
         binary = parameters.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
@@ -234,6 +222,17 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
         if key in _UNSUPPORTED_PARAMETERS:
             raise InvalidInput(f"{where}: {key!r} is not supported by this server")
     return value
+
+
+def _named(item: Any, allowed: set[str], where: str, expected: str) -> str:
+    """The name of one entry of `inputs` or `outputs`, an object with only `allowed` keys."""
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{where} must be an object with {expected}")
+    _no_unknown_keys(item, allowed, where)
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{where}: 'name' must be a non-empty string")
+    return name
 
 
 def _no_unknown_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
