@@ -79,7 +79,8 @@ class ModelManager:
         """Rescan the disk, load what the policy wants, unload what it no longer wants. Never raises."""
         with self._refresh_lock:
             if self._policy_file is not None:
-                self._policies = self._policy_file.reload() or self._policies
+                self._policy_file.reload()
+                self._policies = self._policy_file.policies
             try:
                 result = self._source.scan()
             except Exception:

@@ -90,20 +90,18 @@ class PolicyFile:
         self._seen = self._contents()
         self.policies = load_policies(self.path)   # a bad file at start-up stops the start
 
-    def reload(self) -> ModelPolicies | None:
-        """The new policies if the file changed since it was last read and still parses, else None."""
+    def reload(self) -> None:
+        """Read the file again into `policies` if it changed since it was last read and still parses."""
         contents = self._contents()
         if contents == self._seen:
-            return None
+            return
         self._seen = contents
         try:
-            policies = load_policies(self.path)
+            self.policies = load_policies(self.path)
         except ValueError as exc:
             log.error("%s; keeping the version policies and labels read before", exc)
-            return None
+            return
         log.info("model config file %s changed: version policies and labels read again", self.path)
-        self.policies = policies
-        return policies
 
     def _contents(self) -> bytes | None:
         if self.path is None:
