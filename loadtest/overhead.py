@@ -1,6 +1,6 @@
 """What the operations hooks cost per request: request id, context, metrics, JSON access line.
 
-Runs the hooks of service/ops/hooks.py the way Flask does for one inference request
+Runs the hooks of service/middleware/observe.py the way Flask does for one inference request
 (before_request, the core's two notes, after_request, teardown) inside a pushed request
 context, against a baseline that makes the same calls without the hooks (the notes are then
 no-ops). Timed in CPU time (time.process_time), best of several rounds, so other processes
@@ -35,7 +35,8 @@ def measure(iterations: int = 20000, rounds: int = 7) -> dict[str, Any]:
 
     from flask import Flask, Response
 
-    from service.ops import context, hooks, logs, metrics
+    from service.middleware import observe as hooks
+    from service.ops import context, logs, metrics
 
     servable: Any = SimpleNamespace(name="iris", version=1)
     app = Flask("overhead")

@@ -6,11 +6,12 @@ import functools
 
 from flask import Flask
 
-from service.api import docs, friendly, health, security, tfserving, v2, web
+from service import middleware
+from service.api import docs, friendly, health, tfserving, v2, web
 from service.api.http import SegmentConverter, register_error_handlers
 from service.config import Config
-from service.core.inference import InferenceCore
-from service.ops import hooks, metrics
+from service.core.dataplane import DataPlane
+from service.ops import metrics
 from service.repository.loader import load_servable
 from service.repository.manager import ModelManager
 from service.repository.policy import PolicyFile
@@ -34,10 +35,9 @@ def create_app(config: Config | None = None, *, watch: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
     app.extensions["config"] = config
-    app.extensions["inference_core"] = InferenceCore(manager, config, observe_queue=metrics.record_queue)
+    app.extensions["data_plane"] = DataPlane(manager, config, observe_queue=metrics.record_queue)
     register_error_handlers(app)
-    hooks.install(app)  # request id, metrics, JSON access log, /metrics, readiness while draining
-    security.install(app, config)  # API keys, CORS, never debug; after hooks, so a 401 is logged and counted
+    middleware.install(app, config)  # request id, metrics, access log, API keys, CORS, never debug
     app.register_blueprint(tfserving.blueprint)
     app.register_blueprint(friendly.blueprint)
     app.register_blueprint(health.blueprint)

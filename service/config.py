@@ -30,7 +30,7 @@ class Config:
     compiled_path: bool = True               # run signatures on LiteRT where they reproduce the SavedModel
     tf_intra_op_threads: int = 1              # per worker: workers must not fight for the cores
     tf_inter_op_threads: int = 1
-    # Security (service/api/security.py). Keys stay out of repr(), so a logged config shows none.
+    # Security (service/middleware/security.py). Keys stay out of repr(), so a logged config shows none.
     api_keys: str = field(default="", repr=False)   # comma-separated bearer keys; empty: no authentication
     auth_open_paths: str = "/v2/health,/metrics,/,/web,/docs,/openapi.json"   # served without a key
     cors_origins: str = ""                    # comma-separated origins allowed from browsers, or *; empty: off

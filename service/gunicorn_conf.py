@@ -22,7 +22,7 @@ preload_app = False
 # user and unwritable on a read-only root filesystem; nothing here uses it.
 control_socket_disable = True
 wsgi_app = "service.wsgi:app"
-# One log format: the app writes a JSON line per request (service/ops/hooks.py), with the route,
+# One log format: the app writes a JSON line per request (service/middleware/observe.py), with the route,
 # model, version and request id gunicorn cannot know, so gunicorn's plain access log stays off;
 # ACCESS_LOG ("-" stdout, a path, "" off) steers the app's line instead (service/ops/logs.py).
 accesslog = None

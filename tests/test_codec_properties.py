@@ -29,7 +29,7 @@ from service.codecs.arrays import decode_b64, to_array
 from service.codecs.images import prepare_image
 from service.codecs.multipart import parse_multipart
 from service.errors import InvalidInput, PayloadTooLarge, ServingError
-from service.repository.servable import ModelCard, Signature, TensorSpec
+from service.repository.servable import ModelCard, Servable, Signature, TensorSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_INPUT = json.loads((ROOT / "models/fashion_mnist/1/assets.extra/model_card.json").read_text())["input"]
@@ -55,6 +55,21 @@ def signature(*specs: TensorSpec) -> Signature:
 def card(input_name: str, kind: str = "tensor") -> ModelCard:
     return ModelCard(raw={"input": {"name": input_name}}, task="tensor", input_name=input_name, output_name="y",
                      input_kind=kind)
+
+
+def servable(model_card: ModelCard) -> Servable:
+    return Servable("m", 1, Path("m/1"), model_card, {})
+
+
+def parse_predict(body, sig: Signature, input_name: str) -> tuple[dict[str, np.ndarray], str]:
+    """A predict body decoded as the data plane has it decoded: the arrays and the format."""
+    request = tfserving.PredictRequest(lambda: body, 40_000_000)
+    return request.decode(sig, servable(card(input_name))), request.format
+
+
+def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict:
+    sent = {"instances": []} if fmt == tfserving.ROW else {"inputs": []}
+    return tfserving.PredictRequest(lambda: sent, 40_000_000).encode(outputs)
 
 
 FEATURES = TensorSpec("features", "float32", (None, 4))
@@ -85,9 +100,9 @@ def test_any_json_numbers_become_the_dtype_numpy_would_round_them_to_silently(nu
 @given(st.lists(st.lists(FLOATS, min_size=4, max_size=4), min_size=1, max_size=8))
 def test_row_and_columnar_formats_give_the_same_array(rows):
     sig = signature(FEATURES)
-    by_rows, row_format = tfserving.parse_predict({"instances": rows}, sig, card("features"), None)
-    by_columns, column_format = tfserving.parse_predict({"inputs": rows}, sig, card("features"), None)
-    named, _ = tfserving.parse_predict({"inputs": {"features": rows}}, sig, card("features"), None)
+    by_rows, row_format = parse_predict({"instances": rows}, sig, "features")
+    by_columns, column_format = parse_predict({"inputs": rows}, sig, "features")
+    named, _ = parse_predict({"inputs": {"features": rows}}, sig, "features")
     assert (row_format, column_format) == (tfserving.ROW, tfserving.COLUMNAR)
     expected = np.array(rows, dtype=np.float32)
     for decoded in (by_rows, by_columns, named):
@@ -102,8 +117,8 @@ def test_named_rows_and_named_columns_agree_for_several_inputs(pairs):
     sig = signature(*PAIR)
     rows = [{"a": a, "b": b} for a, b in pairs]
     columns = {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
-    by_rows, _ = tfserving.parse_predict({"instances": rows}, sig, card("a"), None)
-    by_columns, _ = tfserving.parse_predict({"inputs": columns}, sig, card("a"), None)
+    by_rows, _ = parse_predict({"instances": rows}, sig, "a")
+    by_columns, _ = parse_predict({"inputs": columns}, sig, "a")
     for name in ("a", "b"):
         np.testing.assert_array_equal(by_rows[name], by_columns[name])
     assert by_rows["b"].dtype == np.int32
@@ -117,11 +132,11 @@ def test_encoded_rows_are_the_columns_regrouped(pair):
     # Both outputs share the batch size by construction: assume() discarded most examples.
     first, second = pair
     outputs = {"scores": first, "top": second}
-    rows = _wire(tfserving.encode_predict(outputs, tfserving.ROW))
-    columns = _wire(tfserving.encode_predict(outputs, tfserving.COLUMNAR))
+    rows = _wire(encode_predict(outputs, tfserving.ROW))
+    columns = _wire(encode_predict(outputs, tfserving.COLUMNAR))
     assert [row["scores"] for row in rows["predictions"]] == columns["outputs"]["scores"]
     assert [row["top"] for row in rows["predictions"]] == columns["outputs"]["top"]
-    single = tfserving.encode_predict({"scores": first}, tfserving.ROW)
+    single = encode_predict({"scores": first}, tfserving.ROW)
     assert single.keys() == {"predictions"}   # one output loses its name, as TensorFlow Serving does
 
 
@@ -135,7 +150,7 @@ def _wire(body: dict) -> dict:
 def test_any_predict_body_is_an_array_or_a_serving_error(body):
     for sig, name in ((signature(FEATURES), "features"), (signature(*PAIR), "a")):
         with contextlib.suppress(ServingError):
-            tfserving.parse_predict(body if isinstance(body, dict) else {"instances": body}, sig, card(name), None)
+            parse_predict(body if isinstance(body, dict) else {"instances": body}, sig, name)
 
 
 @FAST
@@ -144,7 +159,8 @@ def test_any_examples_body_is_a_matrix_or_a_serving_error(examples, context):
     iris = ModelCard(raw={}, task="classification", input_name="features", output_name="probabilities",
                      input_kind="features", feature_names=("a", "b"))
     try:
-        matrix = tfserving.parse_examples({"examples": examples, "context": context}, iris)
+        examples_request = tfserving.ExamplesRequest(lambda: {"examples": examples, "context": context}, "classify")
+        matrix = examples_request.decode(signature(FEATURES), servable(iris))["features"]
     except ServingError:
         return
     assert matrix.dtype == np.float32 and matrix.shape[1] == 2
@@ -197,7 +213,7 @@ def test_v2_json_and_binary_tensors_round_trip(tensor, binary):
         entry["data"] = array.reshape(-1).tolist()
     header = orjson.dumps({"inputs": [entry]})
     parsed = v2.parse_request(*v2.split_binary(header + raw, str(len(header))))
-    decoded = v2.decode_inputs(parsed, signature(spec), card("x"), None)["x"]
+    decoded = v2.decode_inputs(parsed, signature(spec), card("x"), 40_000_000)["x"]
     assert decoded.shape == array.shape
     np.testing.assert_array_equal(decoded, array)
 
@@ -209,7 +225,7 @@ def test_any_v2_body_is_a_request_or_a_serving_error(body):
     for candidate in (body, {"inputs": body}, {"inputs": [body]}):
         try:
             request = v2.parse_request(candidate)
-            v2.decode_inputs(request, sig, card("features"), None)
+            v2.decode_inputs(request, sig, card("features"), 40_000_000)
         except ServingError:
             pass
 

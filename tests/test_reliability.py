@@ -128,7 +128,7 @@ def test_names_that_try_to_leave_the_models_folder_touch_no_file(client, app, fi
 
 def test_a_rescan_only_ever_reads_inside_the_models_folder(app, filesystem_calls):
     """Folders named like traversals, next to the real ones, are skipped by the source."""
-    app.extensions["inference_core"].manager.refresh()
+    app.extensions["data_plane"].manager.refresh()
     calls = list(filesystem_calls)   # a snapshot: resolving paths below calls the spied functions again
     assert calls, "the spy saw nothing: it is not wired"
     base = os.path.realpath(MODELS)

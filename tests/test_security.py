@@ -1,5 +1,5 @@
 """Security: optional API keys on every model route, CORS off unless configured, never debug,
-security headers; all installed by service/api/security.py."""
+security headers; all installed by service/middleware/security.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import pytest
 from flask import Flask
 
-from service.api import security
-from service.api.security import Policy
 from service.config import Config
+from service.middleware import security
+from service.middleware.security import Policy
 
 KEY, OTHER_KEY = "test-key-0123456789abcdef", "second-key-0123456789"
 BEARER = {"Authorization": f"Bearer {KEY}"}

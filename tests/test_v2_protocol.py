@@ -234,7 +234,7 @@ def test_unknown_model_or_version_on_infer_is_404(client):
     ({"inputs": [iris_input(shape=[2, 2], data=[[1, 2, 3, 4]])]}, "nested as [1, 4] but the shape is [2, 2]"),
     ({"inputs": [iris_input(data=[1, 2, "x", 4])]}, "expected numbers, got str"),
     ({"inputs": [iris_input(data=[True, False, True, True])]}, "expected numbers, got bool"),
-    ({"inputs": [iris_input(data=[1, 2, 3, 1e39])]}, "within the range of FP32"),
+    ({"inputs": [iris_input(data=[1, 2, 3, 1e39])]}, "within the range of float32"),
     ({"inputs": [iris_input(shape=[1, -4])]}, "non-negative integers"),
     ({"inputs": [iris_input(shape=[1] * 40, data=[1])]}, "at most 32 are supported"),
     ({"inputs": [iris_input(data=functools.reduce(lambda d, _: [d], range(900), 1.0))]}, "nested deeper than"),

@@ -1,1 +1,2 @@
-"""Protocol doors, one blueprint each; all of them hand decoded arrays to the one core."""
+"""Protocol doors, one blueprint each: each reads its wire format with its codec (service/codecs/)
+and hands the request to the one data plane (service/core/dataplane.py)."""

@@ -11,18 +11,16 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, send_from_directory
 
-from service.api.http import inference_core, json_response
+from service.api.http import data_plane
 from service.errors import ServingError
+from service.middleware.page_headers import add_page_headers
 from service.openapi import build_spec
 from service.repository.manager import ModelManager
+from service.responses import json_response
 
 _STATIC = Path(__file__).resolve().parent.parent / "static" / "docs"
 
 blueprint = Blueprint("docs", __name__, static_folder=str(_STATIC), static_url_path="/docs")
-
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-
 
 @blueprint.get("/openapi.json")
 def openapi() -> Response:
@@ -33,15 +31,12 @@ def openapi() -> Response:
 
 @blueprint.get("/docs")
 def page() -> Response:
-    response = send_from_directory(_STATIC, "index.html", mimetype="text/html", max_age=0)
-    response.headers["Content-Security-Policy"] = _CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return add_page_headers(send_from_directory(_STATIC, "index.html", mimetype="text/html", max_age=0))
 
 
 def _spec(app: Flask) -> dict[str, Any]:
     """Rebuilt only when the routes or the served versions change (the watcher may load new ones)."""
-    key = (len(list(app.url_map.iter_rules())), _served_state(inference_core().manager))
+    key = (len(list(app.url_map.iter_rules())), _served_state(data_plane().manager))
     cached = app.extensions.get("openapi")
     if cached is not None and cached[0] == key:
         return cached[1]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, request, send_file, url_for
 
-from service.api.http import inference_core, json_response, read_body, read_json
+from service.api.http import data_plane, read_body, read_json
 from service.codecs import friendly
-from service.codecs.images import prepare_image
 from service.codecs.multipart import parse_multipart
-from service.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType
+from service.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from service.repository.servable import Servable
+from service.responses import json_response
 
 blueprint = Blueprint("friendly", __name__, url_prefix="/api")
 
@@ -22,12 +20,11 @@ _SELECTORS = ("/models/<name>", "/models/<name>/versions/<version>", "/models/<n
 
 @blueprint.get("/models")
 def list_models() -> Response:
-    core = inference_core()
-    return json_response({"models": [_summary(name) for name in core.manager.model_names()]})
+    return json_response({"models": [_summary(name) for name in data_plane().manager.model_names()]})
 
 
 def _summary(name: str) -> dict[str, Any]:
-    manager = inference_core().manager
+    manager = data_plane().manager
     states = manager.version_states(name)
     entry: dict[str, Any] = {
         "name": name,
@@ -54,7 +51,7 @@ def _summary(name: str) -> dict[str, Any]:
 
 
 def card(name: str, version: str | None = None, label: str | None = None) -> Response:
-    servable = inference_core().servable(name, version, label)
+    servable = data_plane().servable(name, version, label)
     plots = {
         key: url_for("friendly.plot", name=name, version=str(servable.version), filename=filename)
         for key, filename in servable.card.raw.get("plots", {}).items()
@@ -85,7 +82,7 @@ def _example_request(servable: Servable) -> dict[str, Any]:
 
 @blueprint.get("/models/<name>/versions/<version>/plots/<filename>")
 def plot(name: str, version: str, filename: str) -> Response:
-    servable = inference_core().servable(name, version)
+    servable = data_plane().servable(name, version)
     files = set(servable.card.raw.get("plots", {}).values())
     # Only files the card names, so a crafted filename cannot reach anything else.
     if filename not in files or servable.card.extra_dir is None:
@@ -100,33 +97,17 @@ def plot(name: str, version: str, filename: str) -> Response:
 
 
 def predict(name: str, version: str | None = None, label: str | None = None) -> Response:
-    core = inference_core()
-    servable = core.servable(name, version, label)
-    card = servable.card
-    signature = servable.signature(None)
-    files: list[dict[str, Any]] = []
+    plane = data_plane()
     mimetype = request.mimetype
+    payload: friendly.FeatureRows | friendly.ImageUpload
     if mimetype == "multipart/form-data" or mimetype.startswith("image/"):
-        if card.input_kind != "image":
-            raise UnsupportedMediaType(f"model {name!r} takes {card.input_kind}, not images; send application/json")
-        prepared = [(filename, prepare_image(data, card.raw["input"], core.config.max_image_pixels))
-                    for filename, data in _uploaded_images(mimetype, core.config.max_files)]
-        arrays = [p.array for _, p in prepared]
-        # One upload needs no copy: a view with the batch dimension.
-        inputs = {card.input_name: arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)}
-        want_preview = request.args.get("preview", "").lower() in ("1", "true", "yes")
-        for filename, image in prepared:
-            entry: dict[str, Any] = {"file": filename, "width": image.width, "height": image.height}
-            if want_preview:
-                entry["preview"] = "data:image/png;base64," + base64.b64encode(image.preview_png).decode()
-            files.append(entry)
+        preview = request.args.get("preview", "").lower() in ("1", "true", "yes")
+        payload = friendly.ImageUpload(lambda: _uploaded_images(mimetype, plane.config.max_files),
+                                       plane.config.max_image_pixels, preview)
     else:
-        inputs = {card.input_name: friendly.parse_instances(read_json(), signature, card)}
-    outputs = core.infer(servable, inputs, signature.name)
-    predictions = friendly.describe(servable, outputs)
-    for entry, file_info in zip(predictions, files, strict=False):
-        entry.update(file_info)
-    return json_response({"model": servable.name, "version": servable.version, "predictions": predictions})
+        payload = friendly.FeatureRows(read_json)
+    answer = plane.infer(name, payload, version, label)
+    return json_response(payload.encode(answer.servable, answer.outputs))
 
 
 def _uploaded_images(mimetype: str, max_files: int) -> list[tuple[str, bytes]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from service.api.http import error_response, inference_core, json_response
+from service.api.http import data_plane
+from service.responses import error_response, json_response
 
 blueprint = Blueprint("health", __name__, url_prefix="/v2/health")
 
@@ -16,6 +17,6 @@ def live() -> Response:
 
 @blueprint.get("/ready")
 def ready() -> Response:
-    if inference_core().manager.ready():
+    if data_plane().manager.ready():
         return json_response({"ready": True})
     return error_response("not ready: a model has no loaded, self-tested version", 503)

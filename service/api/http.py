@@ -1,4 +1,4 @@
-"""What every door shares: the core of this app, JSON in and out, and JSON errors."""
+"""What every HTTP door shares: the data plane, the request body read and checked, JSON errors."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from service.core.inference import InferenceCore
+from service.core.dataplane import DataPlane
 from service.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
+from service.responses import error_response
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # curl -d sends form-urlencoded by default, and TensorFlow Serving's own examples rely on it.
 _JSON_LIKE = {"", "application/json", "application/x-www-form-urlencoded", "text/plain"}
 
@@ -31,16 +31,8 @@ class SegmentConverter(BaseConverter):
     part_isolating = True
 
 
-def inference_core() -> InferenceCore:
-    return current_app.extensions["inference_core"]
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload, option=_JSON_OPTIONS), status=status, mimetype="application/json")
-
-
-def error_response(message: str, status: int) -> Response:
-    return json_response({"error": message}, status)
+def data_plane() -> DataPlane:
+    return current_app.extensions["data_plane"]
 
 
 def read_body() -> bytes:

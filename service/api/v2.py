@@ -5,13 +5,14 @@ Health (/v2/health/live, /v2/health/ready) lives in service/api/health.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from flask import Blueprint, Response, request
 
-from service.api.http import inference_core, json_response, read_body, read_json
+from service.api.http import data_plane, read_body, read_json
 from service.codecs import v2
-from service.codecs.images import prepare_image
-from service.repository.manager import AVAILABLE
+from service.responses import json_response
 from service.version import NAME
 from service.version import version as server_version
 
@@ -26,34 +27,23 @@ def server_metadata() -> Response:
 
 
 def model_metadata(name: str, version: str | None = None) -> Response:
-    core = inference_core()
-    servable = core.servable(name, version)
-    if version is None:
-        versions = [s.version for s in core.manager.version_states(name) if s.state == AVAILABLE]
-    else:
-        versions = [servable.version]
+    plane = data_plane()
+    servable = plane.servable(name, version)
+    versions = plane.available_versions(name) if version is None else [servable.version]
     return json_response(v2.model_metadata(servable, versions))
 
 
 def model_ready(name: str, version: str | None = None) -> Response:
-    # Not loaded answers 404 and still loading 503 (the core's errors), as KServe's own server does.
-    servable = inference_core().servable(name, version)
+    # Not loaded answers 404 and still loading 503 (the data plane's errors), as KServe's own server does.
+    servable = data_plane().servable(name, version)
     return json_response({"name": servable.name, "ready": True})
 
 
 def infer(name: str, version: str | None = None) -> Response:
-    core = inference_core()
-    servable = core.servable(name, version)
-    wanted = _read_request()
-    signature = servable.signature(wanted.signature_name)
-    names = v2.requested_outputs(wanted, signature)
-    max_pixels = core.config.max_image_pixels
-    inputs = v2.decode_inputs(
-        wanted, signature, servable.card,
-        lambda data, where: prepare_image(data, servable.card.raw["input"], max_pixels).array,
-    )
-    outputs = core.infer(servable, inputs, signature.name)
-    body, binary = v2.encode_response(servable, wanted, outputs, names)
+    plane = data_plane()
+    payload = v2.InferPayload(_read_request, plane.config.max_image_pixels)
+    answer = plane.infer(name, payload, version)
+    body, binary = payload.encode(answer.servable, answer.outputs)
     if not binary:
         return json_response(body)
     header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -62,12 +52,12 @@ def infer(name: str, version: str | None = None) -> Response:
     return response
 
 
-def _read_request() -> v2.InferenceRequest:
+def _read_request() -> tuple[Any, bytes]:
+    """The JSON header and the binary part of Triton's binary_tensor_data extension, if any."""
     header_length = request.headers.get(v2.HEADER_LENGTH)
     if header_length is None:
-        return v2.parse_request(read_json())
-    header, binary = v2.split_binary(read_body(), header_length)
-    return v2.parse_request(header, binary)
+        return read_json(), b""
+    return v2.split_binary(read_body(), header_length)
 
 
 for _selector in _SELECTORS:

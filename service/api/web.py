@@ -2,7 +2,7 @@
 
 Thin on purpose: one HTML page, one stylesheet and one script, all served from the package
 (service/templates/web, service/static/web); every prediction is a call to /api from the browser.
-No external assets, and a strict Content-Security-Policy: no inline script or style.
+No external assets, and a strict Content-Security-Policy (service/middleware/page_headers.py).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, Response, render_template
+
+from service.middleware.page_headers import add_page_headers
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -21,29 +23,6 @@ blueprint = Blueprint(
     template_folder=str(_PACKAGE / "templates"),
 )
 
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob:",   # blob: plots fetched with the API key
-    "connect-src 'self'",
-    "font-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-))
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
-
-
 @blueprint.get("/")
 def index() -> Response:
     response = Response(render_template("web/index.html"), mimetype="text/html")
@@ -51,9 +30,5 @@ def index() -> Response:
     return response
 
 
-@blueprint.after_request
-def security_headers(response: Response) -> Response:
-    """On the page and on its assets (the blueprint's static route is part of the blueprint)."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
+# On the page and on its assets (the blueprint's static route is part of the blueprint).
+blueprint.after_request(add_page_headers)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.codecs.checks import short_repr
+from service.core.validation import shape_text
 from service.errors import InvalidInput
 from service.repository.servable import TensorSpec
 
@@ -91,10 +93,6 @@ def _to_bytes_array(value: Any, where: str) -> np.ndarray:
     return np.array(converted, dtype=object)
 
 
-def shape_text(shape: tuple[int | None, ...]) -> str:
-    return "[" + ", ".join("any" if d is None else str(d) for d in shape) + "]"
-
-
 def _ragged_detail(value: list[Any]) -> str:
     """Name the first instance whose nesting differs from the first one's."""
     reference = _nested_shape(value[0]) if value else None
@@ -123,7 +121,7 @@ def _wrong_kind_detail(value: Any, kinds: set[str]) -> str:
         return f"expected {wanted}"
     path, bad = found
     location = f"instance {path[0]}" + (f", position {path[1:]}" if len(path) > 1 else "")
-    return f"{location}: expected {wanted}, got {type(bad).__name__} {_short(bad)}"
+    return f"{location}: expected {wanted}, got {type(bad).__name__} {short_repr(bad)}"
 
 
 def _first_wrong_leaf(value: Any, kinds: set[str], path: tuple[int, ...]) -> tuple[list[int], Any] | None:
@@ -137,7 +135,3 @@ def _first_wrong_leaf(value: Any, kinds: set[str], path: tuple[int, ...]) -> tup
     ok = is_bool if kinds == {"b"} else (isinstance(value, int | float) and not is_bool)
     return None if ok else (list(path), value)
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

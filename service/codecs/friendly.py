@@ -2,13 +2,68 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from service.codecs.arrays import to_array
-from service.errors import InvalidInput
+from service.codecs.checks import require_names
+from service.codecs.images import PreparedImage, prepare_image
+from service.errors import InvalidInput, UnsupportedMediaType
 from service.repository.servable import ModelCard, Servable, Signature
+
+# The door's readers: the JSON body, or the uploaded files as (file name, bytes).
+BodyReader = Callable[[], Any]
+FilesReader = Callable[[], list[tuple[str, bytes]]]
+
+
+class FeatureRows:
+    """`{"instances": [...]}` for the default signature, read once the version is known."""
+
+    signature_name = None
+
+    def __init__(self, read_body: BodyReader) -> None:
+        self._read_body = read_body
+
+    def decode(self, signature: Signature, servable: Servable) -> dict[str, np.ndarray]:
+        card = servable.card
+        return {card.input_name: parse_instances(self._read_body(), signature, card)}
+
+    def encode(self, servable: Servable, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"model": servable.name, "version": servable.version, "predictions": describe(servable, outputs)}
+
+
+class ImageUpload:
+    """Image files for an image model's default signature; each answer names its file."""
+
+    signature_name = None
+
+    def __init__(self, read_files: FilesReader, max_image_pixels: int, preview: bool) -> None:
+        self._read_files = read_files
+        self.max_image_pixels = max_image_pixels
+        self.preview = preview
+        self._prepared: list[tuple[str, PreparedImage]] = []
+
+    def decode(self, signature: Signature, servable: Servable) -> dict[str, np.ndarray]:
+        card = servable.card
+        if card.input_kind != "image":
+            raise UnsupportedMediaType(f"model {servable.name!r} takes {card.input_kind}, not images; "
+                                       "send application/json")
+        self._prepared = [(filename, prepare_image(data, card.raw["input"], self.max_image_pixels))
+                          for filename, data in self._read_files()]
+        arrays = [image.array for _, image in self._prepared]
+        # One upload needs no copy: a view with the batch dimension.
+        return {card.input_name: arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)}
+
+    def encode(self, servable: Servable, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        predictions = describe(servable, outputs)
+        for entry, (filename, image) in zip(predictions, self._prepared, strict=True):
+            entry.update({"file": filename, "width": image.width, "height": image.height})
+            if self.preview:
+                entry["preview"] = "data:image/png;base64," + base64.b64encode(image.preview_png).decode()
+        return {"model": servable.name, "version": servable.version, "predictions": predictions}
 
 
 def parse_instances(body: Any, signature: Signature, card: ModelCard) -> np.ndarray:
@@ -29,11 +84,7 @@ def parse_instances(body: Any, signature: Signature, card: ModelCard) -> np.ndar
 
 
 def _named_row(item: dict[str, Any], index: int, names: tuple[str, ...]) -> list[Any]:
-    missing, extra = set(names) - set(item), set(item) - set(names)
-    if missing or extra:
-        parts = [f"missing {', '.join(sorted(missing))}"] if missing else []
-        parts += [f"unknown {', '.join(sorted(extra))}"] if extra else []
-        raise InvalidInput(f"instance {index}: {'; '.join(parts)} (expected {', '.join(names)})")
+    require_names(item, names, f"instance {index}")
     return [item[name] for name in names]
 
 

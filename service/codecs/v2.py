@@ -13,14 +13,18 @@ import binascii
 import math
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import orjson
 
-from service.codecs.arrays import decode_b64, shape_text, to_array
-from service.codecs.tfserving import ImageDecoder
+from service.codecs.arrays import decode_b64, to_array
+from service.codecs.checks import refuse_unknown_keys, short_repr
+from service.codecs.image_inputs import image_batch, takes_images
+from service.core.validation import shape_text
 from service.errors import InvalidInput
 from service.repository.servable import ModelCard, Servable, Signature, TensorSpec
 
@@ -80,6 +84,35 @@ class InferenceRequest:
         return bool(self.parameters.get("binary_data_output", False))
 
 
+# The door's way to read the request: the JSON header (parsed) and the binary part after it.
+BodyReader = Callable[[], tuple[Any, bytes]]
+
+
+class InferPayload:
+    """A `/infer` request for the data plane: read when it asks for the signature (after the
+    version is found), decoded against that signature, and answered in the same dialect."""
+
+    def __init__(self, read_body: BodyReader, max_image_pixels: int) -> None:
+        self._read_body = read_body
+        self.max_image_pixels = max_image_pixels
+        self.output_names: list[str] = []
+
+    @cached_property
+    def request(self) -> InferenceRequest:
+        return parse_request(*self._read_body())
+
+    @property
+    def signature_name(self) -> str | None:
+        return self.request.signature_name
+
+    def decode(self, signature: Signature, servable: Servable) -> dict[str, np.ndarray]:
+        self.output_names = requested_outputs(self.request, signature)  # before the model runs
+        return decode_inputs(self.request, signature, servable.card, self.max_image_pixels)
+
+    def encode(self, servable: Servable, outputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], bytes]:
+        return encode_response(servable, self.request, outputs, self.output_names)
+
+
 # --------------------------------------------------------------------------- metadata
 
 
@@ -116,7 +149,7 @@ def parse_request(body: Any, binary: bytes = b"") -> InferenceRequest:
     """The inference request object; `binary` is what followed the JSON header, if anything."""
     if not isinstance(body, dict):
         raise InvalidInput(f"request body must be a JSON object, got {type(body).__name__}")
-    _no_unknown_keys(body, _REQUEST_KEYS, "request")
+    refuse_unknown_keys(body, _REQUEST_KEYS, "request")
     # A field sent as null is refused like any other wrong type, rather than read as absent.
     request_id = body.get("id")
     if "id" in body and not isinstance(request_id, str):
@@ -161,7 +194,7 @@ def _input(item: Any, index: int, binary: bytes, offset: int) -> tuple[RequestIn
     datatype = item.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         known = ", ".join(DATATYPES)
-        raise InvalidInput(f"{where}: datatype {_short(datatype)} is not supported; use one of {known}")
+        raise InvalidInput(f"{where}: datatype {short_repr(datatype)} is not supported; use one of {known}")
     sent_shape = item.get("shape")
     shape = [_count(d) for d in sent_shape] if isinstance(sent_shape, list) else [None]
     if None in shape:
@@ -228,18 +261,11 @@ def _named(item: Any, allowed: set[str], where: str, expected: str) -> str:
     """The name of one entry of `inputs` or `outputs`, an object with only `allowed` keys."""
     if not isinstance(item, dict):
         raise InvalidInput(f"{where} must be an object with {expected}")
-    _no_unknown_keys(item, allowed, where)
+    refuse_unknown_keys(item, allowed, where)
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"{where}: 'name' must be a non-empty string")
     return name
-
-
-def _no_unknown_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise InvalidInput(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                           f"expected {', '.join(sorted(allowed))}")
 
 
 # --------------------------------------------------------------------------- tensors
@@ -260,32 +286,29 @@ def requested_outputs(request: InferenceRequest, signature: Signature) -> list[s
 
 
 def decode_inputs(request: InferenceRequest, signature: Signature, card: ModelCard,
-                  decode_image: ImageDecoder | None) -> dict[str, np.ndarray]:
-    """Each input tensor as an array of its declared shape; the core then checks them against the signature."""
+                  max_image_pixels: int) -> dict[str, np.ndarray]:
+    """Each input tensor as an array of its declared shape; validation then checks them against the signature."""
     arrays = {}
     for tensor in request.inputs:
         spec = signature.inputs.get(tensor.name)
         if spec is None:
             raise InvalidInput(f"unknown input {tensor.name!r}; signature {signature.name!r} takes "
                                f"{', '.join(signature.inputs)}")
-        arrays[tensor.name] = _decode(tensor, spec, card, decode_image)
+        arrays[tensor.name] = _decode(tensor, spec, card, max_image_pixels)
     return arrays
 
 
-def _decode(tensor: RequestInput, spec: TensorSpec, card: ModelCard, decode_image: ImageDecoder | None) -> np.ndarray:
+def _decode(tensor: RequestInput, spec: TensorSpec, card: ModelCard, max_image_pixels: int) -> np.ndarray:
     where = f"input {tensor.name!r}"
     expected = datatype_of(spec.dtype)
     count = math.prod(tensor.shape)
     if tensor.datatype == "BYTES" and expected != "BYTES":
-        # Encoded image files for an image model: what a client sending bytes to it means.
-        if decode_image is None or card.input_kind != "image" or tensor.name != card.input_name:
+        if not takes_images(card, tensor.name):
             raise InvalidInput(f"{where}: datatype BYTES does not match the model's {expected}")
         elements = _bytes_elements(tensor, count, where)
         if not tensor.shape or tensor.shape[0] != count:
             raise InvalidInput(f"{where}: shape {list(tensor.shape)} must be [n] or [n, 1] for n encoded images")
-        if not elements:
-            raise InvalidInput(f"{where}: no images")
-        return np.stack([decode_image(data, f"{where}, image {i}") for i, data in enumerate(elements)])
+        return image_batch(elements, card, max_image_pixels, where)
     if tensor.datatype != expected:
         raise InvalidInput(f"{where}: datatype {tensor.datatype} does not match the model's {expected}")
     if expected == "BYTES":
@@ -295,8 +318,6 @@ def _decode(tensor: RequestInput, spec: TensorSpec, card: ModelCard, decode_imag
         array = _from_raw(tensor.raw, spec.dtype, count, where)
     else:
         array = _from_json(tensor.data, spec, tensor.shape, where)
-    if spec.dtype.startswith("float") and not np.isfinite(array).all():
-        raise InvalidInput(f"{where}: values must be finite and within the range of {expected}")
     return array.reshape(tensor.shape)
 
 
@@ -450,7 +471,3 @@ def _raw_bytes(array: np.ndarray) -> bytes:
         return b"".join(parts)
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

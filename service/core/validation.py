@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from service.codecs.arrays import shape_text
 from service.errors import InvalidInput, PayloadTooLarge
 from service.repository.servable import ModelCard, Signature
 
@@ -38,6 +37,10 @@ def validate_inputs(inputs: dict[str, np.ndarray], signature: Signature, card: M
         typed[name] = cast = _cast(array, signature.inputs[name].dtype)
         _check_values(cast, card.value_range if name == card.input_name else None, name)
     return typed, batch
+
+
+def shape_text(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("any" if d is None else str(d) for d in shape) + "]"
 
 
 def _fits(got: tuple[int, ...], wanted: tuple[int | None, ...]) -> bool:

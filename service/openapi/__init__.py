@@ -16,7 +16,7 @@ from urllib.parse import quote
 from flask import Flask
 from werkzeug.routing import Rule
 
-from service.core.inference import InferenceCore
+from service.core.dataplane import DataPlane
 from service.errors import ServingError
 from service.openapi import models, operations
 from service.openapi.models import Examples, Limits
@@ -41,7 +41,7 @@ _PARAMETER_TEXT = {
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
-    core: InferenceCore = app.extensions["inference_core"]
+    core: DataPlane = app.extensions["data_plane"]
     config = app.extensions["config"]
     limits = Limits(config.max_instances, config.max_files)
     served = _served(core)
@@ -81,7 +81,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": COMPONENTS},
     }
-    security = app.extensions.get("security")   # service/api/security.py: bearer keys and their 401s
+    security = app.extensions.get("security")   # service/middleware/security.py: bearer keys and their 401s
     return security.document(spec) if security is not None else spec
 
 
@@ -150,7 +150,7 @@ def _finish(operation: dict[str, Any], method: str, path: str, parameters: list[
             media.pop("examples", None)
 
 
-def _served(core: InferenceCore) -> list[Servable]:
+def _served(core: DataPlane) -> list[Servable]:
     served = []
     for name in core.manager.model_names():
         try:
@@ -166,7 +166,7 @@ def _example_model(served: list[Servable], golden: dict[str, Examples | None]) -
     return ranked[0] if ranked else None
 
 
-def _parameter_examples(core: InferenceCore, example: Servable | None) -> dict[Any, str]:
+def _parameter_examples(core: DataPlane, example: Servable | None) -> dict[Any, str]:
     values: dict[Any, str] = {("docs.static", "filename"): "docs.js"}
     if example is None:
         return values

@@ -289,13 +289,12 @@ def examples(servable: Servable) -> Examples | None:
 
     tfs_request = {"instances": inputs[card.input_name].tolist()} if len(inputs) == 1 else \
         {"inputs": {n: a.tolist() for n, a in inputs.items()}}
-    tfs_response = tfserving.encode_predict(outputs, tfserving.COLUMNAR if len(inputs) > 1 else tfserving.ROW)
+    tfs_response = tfserving.PredictRequest(lambda: tfs_request, 0).encode(outputs)
 
     first = inputs[card.input_name][0].tolist()
     friendly_request = {"instances": [dict(zip(card.feature_names, first, strict=True)) if card.feature_names
                                       else first]}
-    friendly_response = {"model": servable.name, "version": servable.version,
-                         "predictions": friendly.describe(servable, outputs)}
+    friendly_response = friendly.FeatureRows(lambda: friendly_request).encode(servable, outputs)
 
     v2_request = {"id": f"{servable.name}-example", "inputs": [
         {"name": n, "shape": list(a.shape), "datatype": v2.datatype_of(signature.inputs[n].dtype),
@@ -306,11 +305,10 @@ def examples(servable: Servable) -> Examples | None:
     classify = regress = None
     if card.feature_names and len(inputs) == 1:
         named = {"examples": [dict(zip(card.feature_names, first, strict=True))]}
-        values = outputs[card.output_name]
         if card.task == "classification" and card.class_names:
-            classify = (named, tfserving.encode_classify(values, card.class_names))
+            classify = (named, tfserving.ExamplesRequest(lambda: named, tfserving.CLASSIFY).encode(outputs, card))
         elif card.task == "regression":
-            regress = (named, tfserving.encode_regress(values))
+            regress = (named, tfserving.ExamplesRequest(lambda: named, tfserving.REGRESS).encode(outputs, card))
     return Examples(
         tfserving_predict=_plain((tfs_request, tfs_response)),
         friendly=_plain((friendly_request, friendly_response)),

@@ -1,8 +1,8 @@
 """What one request learned on its way through: id, model, version, and phase timestamps.
 
-The core and the batcher write here; the Flask hooks (service/ops/hooks.py) read it once,
+The data plane and the batcher write here; the middleware (service/middleware/observe.py) reads it once,
 at the end of the request, for the metrics and the access log. It lives in a ContextVar,
-not in flask.g, so the core stays free of Flask and a call outside a request (tests,
+not in flask.g, so the data plane stays free of Flask and a call outside a request (tests,
 a background thread) is a cheap no-op instead of a RuntimeError.
 """
 

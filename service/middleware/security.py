@@ -27,8 +27,8 @@ from typing import Any
 
 from flask import Flask, Response, current_app, request
 
-from service.api.http import error_response
 from service.config import Config
+from service.responses import error_response
 
 log = logging.getLogger(__name__)
 

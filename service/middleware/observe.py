@@ -1,7 +1,7 @@
 """The Flask side of operations: request id, metrics, access log, `/metrics`, readiness while draining.
 
 Three hooks per request and nothing in the protocol doors: `before_request` opens the request
-context, the core notes the resolved version and times the model call (service/ops/context.py),
+context, the data plane notes the resolved version and times the model call (service/ops/context.py),
 and `after_request` turns that into metrics and one access line. The phase split follows from
 those timestamps: decode is request start to model call, encode is model call end to response.
 """
@@ -14,8 +14,8 @@ from time import perf_counter
 
 from flask import Flask, Response, request
 
-from service.api.http import error_response
 from service.ops import context, lifecycle, logs, metrics
+from service.responses import error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID = 128
@@ -28,7 +28,7 @@ def install(app: Flask) -> None:
     app.add_url_rule("/metrics", "metrics", _metrics, methods=["GET"])
     if metrics.MULTIPROCESS:
         # Under gunicorn: keep this worker's gauges fresh between scrapes.
-        batcher = getattr(app.extensions.get("inference_core"), "batcher", None)
+        batcher = getattr(app.extensions.get("data_plane"), "batcher", None)
         metrics.start_sampler(batcher.queue_depths if batcher is not None else None)
 
 
