@@ -12,7 +12,7 @@ import requests
 from service.core.batching import Batcher
 from service.errors import Unavailable
 from service.repository.loader import load_servable
-from tests.conftest import samples, value
+from tests.helpers.prometheus import samples, value
 
 
 @pytest.fixture(scope="module")

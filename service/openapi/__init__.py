@@ -25,7 +25,7 @@ from service.openapi.schemas import COMPONENTS
 from service.repository.servable import Servable
 from service.version import NAME, version
 
-__all__ = ["build_spec", "openapi_paths"]
+__all__ = ["build_spec"]
 
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 _VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_]\w*)>")
@@ -83,11 +83,6 @@ def build_spec(app: Flask) -> dict[str, Any]:
     }
     security = app.extensions.get("security")   # service/middleware/security.py: bearer keys and their 401s
     return security.document(spec) if security is not None else spec
-
-
-def openapi_paths(rule: Rule) -> list[str]:
-    """The document's paths for one url_map rule: `<name>` as `{name}`, one path per `any(...)` alternative."""
-    return [path for path, _, _ in _expand(rule)]
 
 
 def _expand(rule: Rule) -> list[tuple[str, dict[str, str], list[str]]]:
