@@ -37,7 +37,8 @@ class GunicornServer:
         full_env = {**os.environ, "BIND": f"127.0.0.1:{self.port}", **env}
         self._log_handle = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "service" / "gunicorn_conf.py")],
+            # As `make serve` runs it: the settings file named from the repository root, its cwd.
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", "service/gunicorn_conf.py"],
             cwd=ROOT, env=full_env, stdout=self._log_handle, stderr=subprocess.STDOUT,
         )
 

@@ -36,14 +36,21 @@ class Config:
     cors_origins: str = ""                    # comma-separated origins allowed from browsers, or *; empty: off
 
     def __post_init__(self) -> None:
+        # Relative paths mean the working directory at start, once: Flask's send_file would take a
+        # relative plot path from service/ instead (every plot a 503 under `make serve`), and a
+        # later chdir would move the models. absolute(), not resolve(): a symlink (a mounted
+        # ConfigMap's ..data) is followed at each read, so swapping its target still takes effect.
+        object.__setattr__(self, "model_base_path", Path(self.model_base_path).absolute())
         # MODEL_CONFIG=none: no file at all, not even the models folder's own models.yaml.
         if self.model_config == Path(NO_MODEL_CONFIG):
             object.__setattr__(self, "model_config", None)
         # Without MODEL_CONFIG, the models folder's own models.yaml (if any) sets policies and labels.
         elif self.model_config is None:
-            default = Path(self.model_base_path) / DEFAULT_MODEL_CONFIG
+            default = self.model_base_path / DEFAULT_MODEL_CONFIG
             if default.is_file():
                 object.__setattr__(self, "model_config", default)
+        else:
+            object.__setattr__(self, "model_config", Path(self.model_config).absolute())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -30,6 +30,11 @@ Four things gunicorn's own gevent worker does not do:
   calls: two TCP segments, and a client that wakes up for each. The header block now waits
   for the first body bytes and goes out with them (OneWriteResponse).
 
+What of gunicorn and gevent this relies on (the module attribute it replaces, methods it
+overrides or calls, and the source of GeventWorker.run, which FairGeventWorker.run replaces
+whole) is checked when a worker starts (`check_internals`): a gunicorn or gevent that changed any
+of it makes the worker refuse to boot, naming both versions, instead of serving without a piece.
+
 gevent patches the standard library when the worker starts (after the fork, before the app
 is imported), so the app's threads (model watcher, metrics sampler, batcher) are greenlets of
 the same loop. Long blocking calls, a model load (0.1-0.8 s for the committed models) or the
@@ -41,18 +46,27 @@ from __future__ import annotations
 import array
 import contextlib
 import fcntl
+import hashlib
+import inspect
 import os
 import socket
 import termios
+import textwrap
 import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import gevent
+import gunicorn
+from gevent.baseserver import BaseServer
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gunicorn.http import wsgi
 from gunicorn.sock import ssl_context
+from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
 # A worker holding this many connections leaves a new one to the others for a moment. Each such
@@ -125,10 +139,13 @@ class OneWriteResponse(wsgi.Response):
 
     def write(self, arg: bytes) -> None:
         if not self.headers_sent:
-            lines = self.default_headers()
-            lines.extend(f"{name}: {value}\r\n" for name, value in self.headers)
-            self._held = ("".join(lines) + "\r\n").encode("latin-1")
-            self.headers_sent = True
+            # gunicorn's own send_headers builds the block, into a stand-in for the socket, so
+            # that whatever a new gunicorn puts in it is kept without a copy of that code here.
+            sock, self.sock = self.sock, _HeaderBlock()
+            try:
+                self.send_headers()
+            finally:
+                self._held, self.sock = self.sock.data, sock
         super().write(arg)
 
     def _emit_body(self, data: bytes) -> None:
@@ -147,6 +164,16 @@ class OneWriteResponse(wsgi.Response):
         super().close()
 
 
+class _HeaderBlock:
+    """Takes the place of a response's socket while gunicorn writes the header block to it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
 class FairGeventWorker(GeventWorker):
     """GeventWorker whose connections take turns, spread over workers, under a deadline each."""
 
@@ -157,8 +184,10 @@ class FairGeventWorker(GeventWorker):
         self._answering: dict[Any, bool] = {}
 
     def init_process(self) -> None:
-        # AsyncWorker.handle_request builds every response with wsgi.create, which takes the
-        # class from its module: so, in this worker process only, it is OneWriteResponse.
+        check_internals()
+        # AsyncWorker.handle_request builds every response with wsgi.create and no class of its
+        # own, so wsgi.create takes its module's Response; gunicorn has no setting for it. The
+        # module is replaced after the fork, so in this worker's process only.
         wsgi.Response = OneWriteResponse
         super().init_process()
 
@@ -209,13 +238,13 @@ class FairGeventWorker(GeventWorker):
         """The wait for a request line and headers (gunicorn: KEEPALIVE_SECONDS); ends silently."""
         return gevent.Timeout(min(self.cfg.keepalive, self.request_timeout), False)
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
         """One request under its deadline; then the other ready connections go first."""
         deadline = gevent.Timeout(self.request_timeout)
         deadline.start()
         self._answering[sock] = True
         try:
-            keep_alive = super().handle_request(listener_name, req, sock, addr)
+            super().handle_request(listener_name, req, sock, addr)
         except gevent.Timeout as exc:
             if exc is not deadline:
                 raise
@@ -226,7 +255,6 @@ class FairGeventWorker(GeventWorker):
             deadline.close()
             self._answering[sock] = False
         gevent.idle()
-        return keep_alive
 
 
 def _bytes_waiting(sock: Any) -> int:
@@ -240,3 +268,131 @@ def _address(addr: Any) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"
     return str(addr or "unknown")
+
+
+# ------------------------------------------------------------------ what of gunicorn and gevent is used
+
+# The versions this module was written and measured with; named when the check fails.
+WRITTEN_FOR = {"gunicorn": "27.0.1", "gevent": "26.9.0"}
+# FairGeventWorker.run replaces GeventWorker.run whole, so a fix in a new gunicorn's run would be
+# lost without a sound: the run it was written from, as sha256 of its dedented source.
+GEVENT_RUN_SHA256 = "12d2ceb4f5d0c6adcd19afaada09d77c9a20036deecd640c2e59076ca0054d0d"
+
+
+class IncompatibleInternals(RuntimeError):
+    """gunicorn or gevent no longer has what this worker relies on."""
+
+
+@dataclass(frozen=True)
+class Internal:
+    """An attribute of gunicorn or gevent this module relies on, and what it must look like."""
+
+    owner: Any                               # a module or a class
+    name: str
+    params: tuple[str, ...] | None = None    # a function's parameter names, in order
+    uses: tuple[str, ...] = ()               # names its code refers to (attributes, globals)
+
+    def problem(self) -> str | None:
+        where = f"{_qualified(self.owner)}.{self.name}"
+        if not hasattr(self.owner, self.name):
+            return f"{where} is missing"
+        found = getattr(self.owner, self.name)
+        if self.params is not None:
+            try:
+                params = tuple(inspect.signature(found).parameters)
+            except (TypeError, ValueError):
+                return f"{where} is no longer a function"
+            if params != self.params:
+                return f"{where} takes ({', '.join(params)}), not ({', '.join(self.params)})"
+        missing = [name for name in self.uses if name not in _names_used(found)]
+        if missing:
+            return f"{where} no longer refers to {', '.join(missing)}"
+        return None
+
+
+_STOCK_RESPONSE = OneWriteResponse.__base__
+
+INTERNALS = (
+    # OneWriteResponse reaches every request through the module attribute wsgi.create reads...
+    Internal(wsgi, "Response"),
+    Internal(wsgi, "create", uses=("Response",)),
+    Internal(AsyncWorker, "handle_request", params=("self", "listener_name", "req", "sock", "addr"),
+             uses=("create",)),
+    # ...and relies on how Response writes: the header block through self.sock, then the body.
+    Internal(_STOCK_RESPONSE, "__init__", params=("self", "req", "sock", "cfg"),
+             uses=("sock", "chunked", "headers_sent")),
+    Internal(_STOCK_RESPONSE, "send_headers", params=("self",), uses=("headers_sent", "sock")),
+    Internal(_STOCK_RESPONSE, "write", params=("self", "arg"), uses=("send_headers", "_emit_body")),
+    Internal(_STOCK_RESPONSE, "_emit_body", params=("self", "data")),
+    Internal(_STOCK_RESPONSE, "close", params=("self",)),
+    # The deadline and the turns: methods overridden, and the loop that calls them.
+    Internal(AsyncWorker, "handle", params=("self", "listener", "client", "addr"),
+             uses=("timeout_ctx", "handle_request", "StopIteration")),
+    Internal(GeventWorker, "timeout_ctx", params=("self",)),
+    Internal(GeventWorker, "handle_request", params=("self", "listener_name", "req", "sock", "addr")),
+    Internal(GeventWorker, "init_process", params=("self",)),
+    # BalancedServer: gevent asks full() before each of max_accept accepts, and is restarted.
+    Internal(StreamServer, "__init__", params=("self", "listener", "handle", "backlog", "spawn", "ssl_args")),
+    Internal(BaseServer, "_do_read", uses=("max_accept", "full", "stop_accepting")),
+    Internal(BaseServer, "full", params=("self",)),
+    Internal(BaseServer, "start_accepting", params=("self",)),
+    Internal(BaseServer, "started"),
+)
+
+
+def check_internals() -> None:
+    """Raise IncompatibleInternals, naming the installed gunicorn and gevent, if anything in
+    INTERNALS, GeventWorker.run's source or gevent's use of a spawn function has changed."""
+    problems = [problem for item in INTERNALS if (problem := item.problem()) is not None]
+    if hasattr(wsgi, "Response") and wsgi.Response not in (_STOCK_RESPONSE, OneWriteResponse):
+        problems.append(f"gunicorn.http.wsgi.Response is {_qualified(wsgi.Response)}, not the class "
+                        f"OneWriteResponse extends ({_qualified(_STOCK_RESPONSE)})")
+    run_sha256 = _source_sha256(GeventWorker.run)
+    if run_sha256 != GEVENT_RUN_SHA256:
+        problems.append(f"gunicorn.workers.ggevent.GeventWorker.run is not the one FairGeventWorker.run "
+                        f"replaces (source sha256 {run_sha256 or 'unavailable'}, written for {GEVENT_RUN_SHA256})")
+    if not _spawn_function_keeps_full():
+        problems.append("gevent.baseserver.BaseServer.set_spawn with a function no longer leaves full() to "
+                        "the server, so BalancedServer.full would never be asked")
+    if problems:
+        installed = f"gunicorn {gunicorn.__version__} and gevent {gevent.__version__}"
+        written = f"gunicorn {WRITTEN_FOR['gunicorn']} and gevent {WRITTEN_FOR['gevent']}"
+        raise IncompatibleInternals(
+            f"service.worker.FairGeventWorker cannot run on the installed {installed} (written for {written}): "
+            + "; ".join(problems)
+            + ". Install the versions it was written for, or review service/worker.py against these.")
+
+
+def _spawn_function_keeps_full() -> bool:
+    # BalancedServer passes its pool's spawn, not the pool, so that gevent keeps asking the
+    # server's own full() instead of the pool's; tried on a bare server, no socket needed.
+    # A bare function stands for that bound method: no pool is made before gevent's hub is reset.
+    probe = BaseServer.__new__(BalancedServer)
+    BaseServer.set_spawn(probe, lambda *args: None)
+    return probe.pool is None and "full" not in vars(probe)
+
+
+def _source_sha256(function: Callable[..., Any]) -> str | None:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):              # installed without sources
+        return None
+    return hashlib.sha256(textwrap.dedent(source).encode()).hexdigest()
+
+
+def _names_used(found: Any) -> set[str]:
+    """Attribute and global names in a function's code, its nested code (comprehensions) included."""
+    code = getattr(inspect.unwrap(found), "__code__", None) if callable(found) else None
+    names: set[str] = set()
+    pending = [code] if code is not None else []
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending.extend(const for const in current.co_consts if isinstance(const, types.CodeType))
+    return names
+
+
+def _qualified(owner: Any) -> str:
+    if isinstance(owner, types.ModuleType):
+        return owner.__name__
+    return f"{owner.__module__}.{owner.__qualname__}"

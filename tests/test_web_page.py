@@ -71,6 +71,13 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def server(gunicorn_factory):
+    """Overrides conftest's: MODEL_BASE_PATH relative, as `make serve` has it (its default), which
+    is the setting under which every plot once answered 503."""
+    return gunicorn_factory({"MODEL_BASE_PATH": "models"})
+
+
 @pytest.fixture
 def page(browser, server):
     """The page, freshly loaded at desktop size, with its browser log drained."""
@@ -172,6 +179,13 @@ class Page:
         shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
+
+    def broken_images(self) -> list[str]:
+        """Once every <img> has finished, the sources of those that did not load."""
+        self.wait(lambda d: d.execute_script("return [...document.images].every(i => i.complete)"),
+                  message="images never finished loading")
+        return self.driver.execute_script(
+            "return [...document.images].filter(i => i.naturalWidth === 0).map(i => i.src)")
 
     def console_problems(self) -> list[str]:
         return [entry["message"] for entry in self.driver.get_log("browser")
@@ -280,6 +294,27 @@ def test_fashion_shows_the_card_version_metrics_and_plots(page, server):
     page.wait(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", p)
                             for p in plots), message="a plot did not load")
     assert page.find("#confusion-matrix, [data-plot='confusion_matrix']").is_displayed()
+
+
+def test_every_image_of_every_model_and_version_loads(page, server):
+    """Present is not shown: each <img>, plots included, must have decoded (naturalWidth > 0)."""
+    page.wait(lambda d: page.find("#model").is_enabled(), message="the model list never loaded")
+    models = [o.get_attribute("value") for o in page.find_all("#model option")]
+    assert sorted(models) == ["fashion_mnist", "iris", "linear"]
+    chosen = []
+    for model in models:
+        page.choose(model)
+        for version in [o.get_attribute("value") for o in page.find_all("#version option")]:
+            page.choose(model, version)
+            card = requests.get(f"{server.url}/api/models/{model}/versions/{version}", timeout=10).json()
+            plots = page.find_all("#plots img")
+            assert sorted(p.get_attribute("src").removeprefix(server.url) for p in plots) == \
+                sorted(card["plots"].values())
+            assert page.broken_images() == [], f"{model} version {version}"
+            chosen.append((model, version, len(plots)))
+    assert sorted(chosen) == [("fashion_mnist", "1", 2), ("fashion_mnist", "2", 2), ("iris", "1", 2),
+                              ("linear", "1", 1)]
+    assert page.console_problems() == []
 
 
 def test_paste_and_drop_go_through_the_api_too(page, server, images):
@@ -412,7 +447,8 @@ def test_with_api_keys_the_page_asks_for_one_and_sends_it(browser, gunicorn_fact
     """API_KEYS set: the page itself is open, the API is not. The page shows the API's 401
     message and a key field; with the right key every call, plots included, carries it."""
     key = "page-test-key-0123456789"
-    keyed = gunicorn_factory({"API_KEYS": key, "WEB_CONCURRENCY": "1", "POLL_SECONDS": "0"})
+    keyed = gunicorn_factory({"API_KEYS": key, "MODEL_BASE_PATH": "models", "WEB_CONCURRENCY": "1",
+                              "POLL_SECONDS": "0"})
     browser.set_window_size(*DESKTOP)
     browser.get(keyed.url + "/")
     page = Page(browser, keyed.url)

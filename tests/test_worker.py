@@ -8,6 +8,8 @@ from __future__ import annotations
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -19,6 +21,7 @@ from gunicorn.config import Config
 from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 
+from loadtest.server import ROOT, free_port
 from service.worker import (
     ACCEPT_DEFER_SECONDS,
     ONE_WRITE_MAX_BYTES,
@@ -238,3 +241,26 @@ def test_an_answer_leaves_the_server_in_one_tcp_segment(server):
             assert head.startswith(b"HTTP/1.1 200 OK") and len(body) == length
         received = _segments_received(sock) - before
     assert received <= 25, f"{received} segments for 20 answers"
+
+
+# gunicorn as `make serve` runs it, in a process where a method the worker relies on is gone.
+_GUNICORN_WITHOUT_EMIT_BODY = """
+import sys
+from gunicorn.app.wsgiapp import run
+from gunicorn.http import wsgi
+del wsgi.Response._emit_body
+sys.argv = ["gunicorn", "-c", "service/gunicorn_conf.py"]
+run()
+"""
+
+
+@pytest.mark.slow
+def test_on_changed_gunicorn_internals_the_worker_refuses_to_boot_and_says_why():
+    env = {"BIND": f"127.0.0.1:{free_port()}", "WEB_CONCURRENCY": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", _GUNICORN_WITHOUT_EMIT_BODY], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 3, done.stderr[-3000:]          # gunicorn's "worker failed to boot"
+    assert ("service.worker.FairGeventWorker cannot run on the installed gunicorn 27.0.1 and gevent 26.9.0 "
+            "(written for gunicorn 27.0.1 and gevent 26.9.0): gunicorn.http.wsgi.Response._emit_body is missing."
+            in done.stderr)
+    assert "Reason: Worker failed to boot." in done.stderr
