@@ -23,12 +23,12 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver"))
+ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 DESKTOP = (1366, 900)
 PHONE = (390, 844)  # CSS pixels of a common phone

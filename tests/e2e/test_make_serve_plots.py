@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import MODELS
 
 pytestmark = pytest.mark.slow
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @pytest.fixture(scope="module")
