@@ -23,7 +23,6 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))

@@ -14,7 +14,6 @@ import pytest
 import requests
 from PIL import Image
 
-
 pytestmark = pytest.mark.slow
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
