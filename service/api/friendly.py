@@ -109,7 +109,8 @@ def predict(name: str, version: str | None = None, label: str | None = None) -> 
     if mimetype == "multipart/form-data" or mimetype.startswith("image/"):
         if card.input_kind != "image":
             raise UnsupportedMediaType(f"model {name!r} takes {card.input_kind}, not images; send application/json")
-        prepared = [(filename, prepare_image(data, card.raw["input"], core.config.max_image_pixels))
+        prepared = [(filename, prepare_image(data, card.image_pipeline, core.config.max_image_pixels,
+                                             f"file {filename!r}"))
                     for filename, data in _uploaded_images(mimetype, core.config.max_files)]
         arrays = [p.array for _, p in prepared]
         # One upload needs no copy: a view with the batch dimension.

@@ -47,7 +47,7 @@ def call(name: str, verb: str, version: str | None = None, label: str | None = N
         max_pixels = core.config.max_image_pixels
         inputs, fmt = tfserving.parse_predict(
             body, signature, servable.card,
-            lambda data, where: prepare_image(data, servable.card.raw["input"], max_pixels).array,
+            lambda data, where: prepare_image(data, servable.card.image_pipeline, max_pixels, where).array,
         )
         outputs = core.infer(servable, inputs, signature.name)
         return json_response(tfserving.encode_predict(outputs, fmt))

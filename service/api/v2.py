@@ -50,7 +50,7 @@ def infer(name: str, version: str | None = None) -> Response:
     max_pixels = core.config.max_image_pixels
     inputs = v2.decode_inputs(
         wanted, signature, servable.card,
-        lambda data, where: prepare_image(data, servable.card.raw["input"], max_pixels).array,
+        lambda data, where: prepare_image(data, servable.card.image_pipeline, max_pixels, where).array,
     )
     outputs = core.infer(servable, inputs, signature.name)
     body, binary = v2.encode_response(servable, wanted, outputs, names)
