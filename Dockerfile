@@ -4,7 +4,7 @@
 #   docker run --rm -p 8501:8501 --read-only --tmpfs /tmp keras-serving
 #
 # Two stages: the builder makes a virtualenv from requirements.txt (runtime pins only);
-# the runtime stage gets that venv, service/, models/ and pyproject.toml (for the version)
+# the runtime stage gets that venv, service/, preprocessing/, models/ and pyproject.toml (for the version)
 # and nothing else: no training code, tests, dev dependencies or compilers.
 
 FROM python:3.11-slim AS builder
@@ -37,8 +37,9 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml ./
 COPY service/ ./service/
+COPY preprocessing/ ./preprocessing/
 COPY models/ ./models/
-RUN python -m compileall -q service
+RUN python -m compileall -q service preprocessing
 USER 10001:10001
 EXPOSE 8501
 # Ready = every model has a loaded, self-tested version. Port from BIND (0.0.0.0 -> loopback).

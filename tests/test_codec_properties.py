@@ -24,6 +24,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from urllib3 import encode_multipart_formdata
 
+from preprocessing.card import pipeline_for
 from service.codecs import tfserving, v2
 from service.codecs.arrays import decode_b64, to_array
 from service.codecs.images import prepare_image
@@ -32,7 +33,8 @@ from service.errors import InvalidInput, PayloadTooLarge, ServingError
 from service.repository.servable import ModelCard, Servable, Signature, TensorSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-FASHION_INPUT = json.loads((ROOT / "models/fashion_mnist/1/assets.extra/model_card.json").read_text())["input"]
+FASHION_CARD = json.loads((ROOT / "models/fashion_mnist/1/assets.extra/model_card.json").read_text())
+FASHION_PIPELINE = pipeline_for(FASHION_CARD["input"])
 # No deadlines: on a busy 2-core machine a 1 ms example sometimes takes 300 ms.
 FAST = settings(deadline=None)
 SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -272,7 +274,7 @@ def image_files(draw) -> bytes | None:
 def test_any_small_image_of_any_mode_becomes_the_models_input(data):
     assume(data is not None)
     try:
-        prepared = prepare_image(data, FASHION_INPUT, 40_000_000)
+        prepared = prepare_image(data, FASHION_PIPELINE, 40_000_000, "file 'any'")
     except ServingError:
         return   # e.g. a format Pillow wrote but reads back differently: refused with a 4xx
     assert prepared.array.shape == (28, 28)
@@ -292,7 +294,7 @@ def test_any_damaged_image_is_refused_with_a_serving_error(data, draw):
         if position < len(damaged):
             damaged[position] = value
     try:
-        prepared = prepare_image(bytes(damaged), FASHION_INPUT, 40_000_000)
+        prepared = prepare_image(bytes(damaged), FASHION_PIPELINE, 40_000_000, "file 'damaged'")
     except ServingError:
         return
     assert prepared.array.shape == (28, 28)

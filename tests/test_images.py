@@ -8,26 +8,24 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, features
 
-from service.codecs.images import (
-    FashionMnistPhoto,
-    PreparedImage,
-    Resize,
-    _quantile_u8,
-    decode_image,
-    pipeline_for,
-    prepare_image,
-)
-from service.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
+from preprocessing.card import CardPipeline, PipelineError, pipeline_for
+from preprocessing.pipelines import FashionMnistPhoto, ImagePipeline, Resize
+from preprocessing.pixels import quantile_u8
+from service.codecs.images import PreparedImage, prepare_image
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD_INPUT = json.loads((ROOT / "models/fashion_mnist/1/assets.extra/model_card.json").read_text())["input"]
 LIMIT = 40_000_000
+WHERE = "file 'upload.png'"
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -37,7 +35,31 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
 
 
 def prepare(data: bytes, card_input: dict | None = None, max_pixels: int = LIMIT) -> PreparedImage:
-    return prepare_image(data, CARD_INPUT if card_input is None else card_input, max_pixels)
+    return prepare_image(data, pipeline_for(CARD_INPUT if card_input is None else card_input), max_pixels, WHERE)
+
+
+@dataclass(frozen=True)
+class Decoded(ImagePipeline):
+    """Hands the decoded image to the test as the model input: what decoding gave, seen through prepare_image."""
+
+    name: ClassVar[str] = "decoded"
+    version: ClassVar[int] = 1
+    reduce_to: int = 0
+
+    @property
+    def work_size(self) -> int | None:
+        return self.reduce_to or None
+
+    def run(self, image: Image.Image) -> tuple[Image.Image, bool]:
+        return image, False
+
+    def to_array(self, seen: Image.Image) -> np.ndarray:
+        return np.asarray(seen)
+
+
+def decoded(data: bytes, reduce_to: int = 0) -> Image.Image:
+    """The image as the decoder hands it to a pipeline."""
+    return prepare_image(data, CardPipeline(Decoded(reduce_to), None, None), LIMIT, WHERE).seen
 
 
 def product_shot(size=(400, 300), box=(60, 40, 180, 240), garment=60, background=255, mode="RGB") -> Image.Image:
@@ -159,7 +181,7 @@ def test_each_supported_format_decodes_and_is_prepared(label, image, fmt, option
 
 def test_sixteen_bit_values_are_scaled_not_clipped():
     ramp = (np.arange(64, dtype=np.uint32) * 1040).astype(np.uint16).reshape(8, 8)   # 0..65520
-    image = decode_image(encode(Image.fromarray(ramp), "PNG"), LIMIT)
+    image = decoded(encode(Image.fromarray(ramp), "PNG"))
     assert image.mode == "L"
     np.testing.assert_array_equal(np.asarray(image), np.rint(ramp / 257).astype(np.uint8))
 
@@ -191,7 +213,7 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6                                                     # display rotated 90° clockwise
     data = encode(stored, "JPEG", exif=exif.tobytes(), quality=95)
 
-    image = decode_image(data, LIMIT)
+    image = decoded(data)
     assert image.size == (40, 80)
     pixels = np.asarray(image.convert("L"))
     assert pixels[:15].mean() < 40 and pixels[25:].mean() > 215          # the band is now on top
@@ -242,9 +264,8 @@ def test_light_garment_on_dark_background_is_not_inverted():
 def test_large_jpeg_is_decoded_at_reduced_size():
     photo = product_shot(size=(4000, 3000), box=(1000, 500, 2600, 2800))
     data = encode(photo, "JPEG", quality=85)
-    reduced = decode_image(data, LIMIT, work_size=160)
-    assert reduced.size == (500, 375)                                    # DCT scaling 1/8
-    assert decode_image(data, LIMIT).size == (4000, 3000)
+    assert decoded(data, reduce_to=160).size == (500, 375)               # DCT scaling 1/8
+    assert decoded(data).size == (4000, 3000)
     prepared = prepare(data)
     assert (prepared.width, prepared.height) == (4000, 3000) and prepared.inverted
 
@@ -272,7 +293,7 @@ def test_decompression_bomb_is_refused_before_decoding():
     assert len(bomb) < 100_000
     with pytest.raises(PayloadTooLarge) as caught:
         prepare(bomb)
-    assert caught.value.message == "image is 20000x20000 = 400,000,000 pixels; the limit is 40,000,000"
+    assert caught.value.message == f"{WHERE}: image is 20000x20000 = 400,000,000 pixels; the limit is 40,000,000"
     # Above Pillow's own guard the refusal still comes as our error, not Pillow's exception.
     with pytest.raises(PayloadTooLarge, match="20000x20000"):
         prepare(bomb, max_pixels=10**10)
@@ -280,7 +301,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 
 def test_our_pixel_limit_applies_below_pillows():
     data = encode(Image.new("L", (300, 200), 255), "PNG")
-    with pytest.raises(PayloadTooLarge, match=r"^image is 300x200 = 60,000 pixels; the limit is 59,999$"):
+    with pytest.raises(PayloadTooLarge, match=f"^{WHERE}: image is 300x200 = 60,000 pixels; the limit is 59,999$"):
         prepare(data, max_pixels=59_999)
     assert prepare(data, max_pixels=60_000).array.shape == (28, 28)
 
@@ -291,14 +312,15 @@ def test_decompression_bomb_costs_no_memory(tmp_path):
     script = f"""
 import resource, sys
 from pathlib import Path
+from preprocessing.card import pipeline_for
 from service.codecs.images import prepare_image
 from service.errors import PayloadTooLarge
-card = {CARD_INPUT!r}
+card = pipeline_for({CARD_INPUT!r})
 data = Path({str(path)!r}).read_bytes()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for limit in (40_000_000, 10**10):
     try:
-        prepare_image(data, card, limit)
+        prepare_image(data, card, limit, 'bomb.png')
         sys.exit("not refused")
     except PayloadTooLarge:
         pass
@@ -323,7 +345,7 @@ def test_truncated_files_are_invalid_input(fmt, keep):
 def test_png_cut_inside_its_header_is_invalid_input():
     data = encode(Image.new("L", (50, 50), 0), "PNG")
     for cut in (8, 12, 20, 30):
-        with pytest.raises(InvalidInput, match="PNG image is truncated or corrupt"):
+        with pytest.raises(InvalidInput, match=f"^{WHERE}: PNG image is truncated or corrupt$"):
             prepare(data[:cut])
 
 
@@ -336,7 +358,7 @@ def test_corrupt_png_data_is_invalid_input():
 
 
 def test_empty_bytes_are_invalid_input():
-    with pytest.raises(InvalidInput, match="empty"):
+    with pytest.raises(InvalidInput, match=f"^{WHERE}: the image file is empty$"):
         prepare(b"")
 
 
@@ -346,7 +368,7 @@ def test_empty_bytes_are_invalid_input():
     b'{"instances": [[0, 1, 2]]}',
 ], ids=["random bytes", "text", "json"])
 def test_non_images_are_refused_as_not_an_image(data):
-    with pytest.raises(UnsupportedMediaType, match=r"^not an image"):
+    with pytest.raises(UnsupportedMediaType, match=f"^{WHERE}: not an image"):
         prepare(data)
 
 
@@ -356,14 +378,14 @@ def test_non_images_are_refused_as_not_an_image(data):
     (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
 ])
 def test_known_unsupported_formats_are_named(data, name):
-    with pytest.raises(UnsupportedMediaType, match=f"^unsupported image format {name};"):
+    with pytest.raises(UnsupportedMediaType, match=f"^{WHERE}: unsupported image format {name};"):
         prepare(data)
 
 
 def test_avif_made_by_pillow_is_refused_by_name():
     if not features.check("avif"):
         pytest.skip("Pillow built without AVIF")
-    with pytest.raises(UnsupportedMediaType, match=r"^unsupported image format AVIF;"):
+    with pytest.raises(UnsupportedMediaType, match=f"^{WHERE}: unsupported image format AVIF;"):
         prepare(encode(Image.new("RGB", (32, 32), "white"), "AVIF"))
 
 
@@ -371,7 +393,7 @@ def test_avif_made_by_pillow_is_refused_by_name():
 
 
 def test_fashion_card_gets_the_photo_pipeline_at_its_size():
-    pipeline = pipeline_for(CARD_INPUT)
+    pipeline = pipeline_for(CARD_INPUT).pipeline
     assert isinstance(pipeline, FashionMnistPhoto)
     assert (pipeline.height, pipeline.width) == (28, 28)
     spec = pipeline.spec()
@@ -382,7 +404,7 @@ def test_fashion_card_gets_the_photo_pipeline_at_its_size():
 def test_recorded_pipeline_and_params_are_honoured():
     recorded = FashionMnistPhoto(trim=0.0, clear_background=False).spec()
     card_input = {**CARD_INPUT, "image": {**CARD_INPUT["image"], "preprocessing": recorded}}
-    assert pipeline_for(card_input) == FashionMnistPhoto(trim=0.0, clear_background=False)
+    assert pipeline_for(card_input).pipeline == FashionMnistPhoto(trim=0.0, clear_background=False)
     photo = encode(product_shot(), "PNG")
     assert prepare(photo, card_input).pipeline == recorded
 
@@ -390,18 +412,28 @@ def test_recorded_pipeline_and_params_are_honoured():
 @pytest.mark.parametrize(("preprocessing", "message"), [
     ({"name": "sharpen_everything"}, "knows"),
     ({"name": "fashion_mnist_photo", "version": 99}, "version 99"),
-    ({"name": "fashion_mnist_photo", "params": {"gamma": 2}}, "gamma"),
+    ({"name": "fashion_mnist_photo", "params": {"gamma": 2}}, r"has no parameters \['gamma'\]"),
+    ({"name": "fashion_mnist_photo", "params": {"working_size": "big"}}, "parameter working_size cannot be 'big'"),
+    ({"name": "fashion_mnist_photo", "params": {"height": 0}}, "parameter height cannot be 0"),
+    ({"name": "fashion_mnist_photo", "params": {"trim": -0.1}}, "parameter trim cannot be -0.1"),
+    ({"name": "fashion_mnist_photo", "params": {"clear_background": 1}}, "parameter clear_background cannot be 1"),
+    ({"name": "fashion_mnist_photo", "version": 2, "params": {"resample": "magic"}},
+     "version 2: parameter resample cannot be 'magic'"),
+    ({"name": "resize", "params": {"fit": "zoom"}}, "fit must be one of stretch, pad, crop, not 'zoom'"),
+    ({"name": "resize", "params": {"value_range": [1, 0]}}, r"value_range must be \[low, high\] with low < high"),
+    ({"name": "resize", "params": {"value_range": "0..1"}}, "parameter value_range cannot be '0..1'"),
+    ({"name": "fashion_mnist_photo", "params": ["trim", 0]}, "params must be an object"),
 ])
 def test_unknown_pipelines_versions_and_params_are_refused(preprocessing, message):
     card_input = {**CARD_INPUT, "image": {**CARD_INPUT["image"], "preprocessing": preprocessing}}
-    with pytest.raises(ServingError, match=message):
+    with pytest.raises(PipelineError, match=message):
         pipeline_for(card_input)
 
 
 def test_generic_rgb_model_gets_resized_and_scaled():
     card_input = {"name": "image", "kind": "image", "dtype": "float32", "shape": [32, 48, 3],
                   "image": {"height": 32, "width": 48, "channels": 3, "value_range": [0, 1]}}
-    assert isinstance(pipeline_for(card_input), Resize)
+    assert isinstance(pipeline_for(card_input).pipeline, Resize)
     photo = Image.new("RGB", (200, 100), (255, 0, 0))
     prepared = prepare(encode(photo, "PNG"), card_input)
     assert prepared.array.shape == (32, 48, 3) and prepared.array.dtype == np.float32
@@ -425,8 +457,8 @@ def test_generic_model_on_dark_backgrounds_inverts_light_photos():
     assert prepared.inverted and prepared.array[0, 0].max() == 0
 
 
-def test_non_image_card_is_a_server_error():
-    with pytest.raises(ServingError, match="does not describe an image"):
+def test_non_image_card_is_refused():
+    with pytest.raises(PipelineError, match="does not describe an image"):
         pipeline_for({"name": "features", "kind": "features", "shape": [4]})
 
 
@@ -436,4 +468,4 @@ def test_quantile_of_few_values_sorted_equals_the_histogram_one(size, q):
     """Up to 256 values are sorted in Python, more go through the histogram: the same answer."""
     values = np.random.default_rng(size).integers(0, 256, size=size, dtype=np.uint8)
     cumulative = np.cumsum(np.bincount(values, minlength=256))
-    assert _quantile_u8(values, q) == float(np.searchsorted(cumulative, q * cumulative[-1], side="left"))
+    assert quantile_u8(values, q) == float(np.searchsorted(cumulative, q * cumulative[-1], side="left"))

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from service.codecs.images import FashionMnistPhoto, FashionMnistPhotoV2, pipeline_for, prepare_image
+from preprocessing.card import pipeline_for
+from preprocessing.pipelines import FashionMnistPhoto, FashionMnistPhotoV2
+from service.codecs.images import prepare_image
 from service.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,8 @@ SCRIPT = ROOT / "scripts" / "photos.py"
 CARD_1 = json.loads((MODELS / "fashion_mnist/1/assets.extra/model_card.json").read_text())
 CARD_2 = json.loads((MODELS / "fashion_mnist/2/assets.extra/model_card.json").read_text())
 V2_INPUT = {**CARD_1["input"], "image": {**CARD_1["input"]["image"], "preprocessing": FashionMnistPhotoV2().spec()}}
+V1 = pipeline_for(CARD_1["input"])
+V2 = pipeline_for(V2_INPUT)
 LIMIT = 40_000_000
 
 
@@ -135,10 +139,10 @@ def test_v2_keeps_fashion_mnist_images_unchanged(fashion_test_slice):
     images, _ = fashion_test_slice
     for index, pixels in enumerate(images):
         data = encode(Image.fromarray(pixels, "L"), "PNG")
-        prepared = prepare_image(data, V2_INPUT, LIMIT)
+        prepared = prepare_image(data, V2, LIMIT, "photo")
         assert prepared.pipeline["version"] == 2
         assert np.array_equal(prepared.array, pixels.astype(np.float32)), f"test image {index} changed"
-    light = prepare_image(encode(Image.fromarray(255 - images[0], "L"), "PNG"), V2_INPUT, LIMIT)
+    light = prepare_image(encode(Image.fromarray(255 - images[0], "L"), "PNG"), V2, LIMIT, "photo")
     assert light.inverted and np.array_equal(light.array, images[0].astype(np.float32))
 
 
@@ -164,8 +168,8 @@ def photo_hashes(count: int = 6) -> list[str]:
         kind = "trousers" if seed % 2 else "tshirt"
         background = ((205, 200, 190), (120, 90, 70)) if seed % 3 == 0 else ((190, 195, 200),)
         data = encode(garment_photo(seed, kind=kind, background=background), quality=88)
-        prepared = prepare_image(data, V2_INPUT, LIMIT)
-        assert pipeline_for(V2_INPUT) == pipeline
+        prepared = prepare_image(data, V2, LIMIT, "photo")
+        assert V2.pipeline == pipeline
         hashes.append(hashlib.sha256(prepared.array.tobytes()).hexdigest())
     return hashes
 
@@ -183,7 +187,7 @@ def test_v2_is_deterministic_within_and_across_processes():
 @pytest.mark.parametrize(("kind", "size"), [("tshirt", (301, 231)), ("trousers", (141, 381))])
 def test_v2_crops_the_garment_light_on_exact_black_with_its_long_side_filling_the_frame(kind, size):
     photo = garment_photo(3, kind=kind, background=((210, 205, 195), (150, 110, 90), (90, 110, 150)))
-    prepared = prepare_image(encode(photo, quality=90), V2_INPUT, LIMIT)
+    prepared = prepare_image(encode(photo, quality=90), V2, LIMIT, "photo")
     array = prepared.array
     assert prepared.inverted                                   # dark garment, light floor: turned light on black
     left, top, right, bottom = lit_box(array, level=40)        # the garment, not the resampling's faint fringe
@@ -203,17 +207,17 @@ def test_v2_crops_the_garment_light_on_exact_black_with_its_long_side_filling_th
 def test_v2_keeps_the_central_garment_not_a_thing_at_the_edge():
     photo = garment_photo(4, kind="trousers")
     ImageDraw.Draw(photo).ellipse((5, 5, 95, 95), fill=(20, 20, 20))     # a dark object in a corner
-    prepared = prepare_image(encode(photo, quality=90), V2_INPUT, LIMIT)
+    prepared = prepare_image(encode(photo, quality=90), V2, LIMIT, "photo")
     left, top, right, bottom = lit_box(prepared.array)
     assert (top, bottom) == (0, 28) and right - left <= 14          # only the trousers: tall and narrow
-    version1 = prepare_image(encode(photo, quality=90), CARD_1["input"], LIMIT)
+    version1 = prepare_image(encode(photo, quality=90), V1, LIMIT, "photo")
     assert version1.pipeline["version"] == 1                         # the lesson's card keeps version 1
 
 
 def test_v2_garment_touching_the_border_keeps_its_colours():
     photo = garment_photo(6, size=(400, 400), kind="tshirt", garment=(190, 40, 40))
     ImageDraw.Draw(photo).rectangle((120, 250, 280, 399), fill=(190, 40, 40))   # runs off the bottom edge
-    prepared = prepare_image(encode(photo, quality=90), V2_INPUT, LIMIT)
+    prepared = prepare_image(encode(photo, quality=90), V2, LIMIT, "photo")
     _, top, _, bottom = lit_box(prepared.array)
     middle = prepared.array[top:bottom, 12:16]
     assert (middle > 0).mean() > 0.95                          # the red body stays garment down to the edge
@@ -222,23 +226,23 @@ def test_v2_garment_touching_the_border_keeps_its_colours():
 def test_v2_cut_out_png_uses_its_alpha():
     image = Image.new("RGBA", (200, 160), (0, 0, 0, 0))
     ImageDraw.Draw(image).rectangle((70, 20, 129, 139), fill=(40, 40, 200, 255))
-    prepared = prepare_image(encode(image, "PNG"), V2_INPUT, LIMIT)
+    prepared = prepare_image(encode(image, "PNG"), V2, LIMIT, "photo")
     left, top, right, bottom = lit_box(prepared.array)
     assert (top, bottom) == (0, 28) and abs((right - left) - 14) <= 1
 
 
 def test_v2_uniform_and_tiny_images_do_not_fail():
     for image in (Image.new("RGB", (120, 90), (200, 180, 160)), Image.new("L", (3, 200), 255), Image.new("L", (1, 1))):
-        prepared = prepare_image(encode(image, "PNG"), V2_INPUT, LIMIT)
+        prepared = prepare_image(encode(image, "PNG"), V2, LIMIT, "photo")
         assert prepared.array.shape == (28, 28) and np.isfinite(prepared.array).all()
 
 
 def test_cards_without_a_recorded_version_keep_version_1():
     assert "preprocessing" not in CARD_1["input"]["image"]
-    assert isinstance(pipeline_for(CARD_1["input"]), FashionMnistPhoto)
+    assert isinstance(V1.pipeline, FashionMnistPhoto)
     named_only = {**CARD_1["input"], "image": {**CARD_1["input"]["image"],
                                                "preprocessing": {"name": "fashion_mnist_photo"}}}
-    assert pipeline_for(named_only).version == 1
+    assert pipeline_for(named_only).pipeline.version == 1
 
 
 # ----------------------------------------------------------------- fashion_mnist version 2
@@ -247,7 +251,7 @@ def test_cards_without_a_recorded_version_keep_version_1():
 def test_v2_card_records_its_pipeline_augmentations_and_accuracy():
     preprocessing = CARD_2["input"]["image"]["preprocessing"]
     assert preprocessing["name"] == "fashion_mnist_photo" and preprocessing["version"] == 2
-    assert pipeline_for(CARD_2["input"]) == FashionMnistPhotoV2(**preprocessing["params"])
+    assert pipeline_for(CARD_2["input"]).pipeline == FashionMnistPhotoV2(**preprocessing["params"])
     assert CARD_2["name"] == "fashion_mnist" and CARD_2["version"] == 2
     evaluation = CARD_2["evaluation"]
     assert evaluation["test_samples"] == 10000 and evaluation["accuracy"] >= 0.91

@@ -132,7 +132,7 @@ def _fashion_input(preprocessing: dict[str, Any] | None = None) -> dict[str, Any
 
 
 def _photo_pipeline() -> dict[str, Any]:
-    from service.codecs.images import FashionMnistPhotoV2
+    from preprocessing.pipelines import FashionMnistPhotoV2
 
     return FashionMnistPhotoV2().spec()
 

@@ -51,7 +51,8 @@ class ImageUpload:
         if card.input_kind != "image":
             raise UnsupportedMediaType(f"model {servable.name!r} takes {card.input_kind}, not images; "
                                        "send application/json")
-        self._prepared = [(filename, prepare_image(data, card.raw["input"], self.max_image_pixels))
+        self._prepared = [(filename, prepare_image(data, card.image_pipeline, self.max_image_pixels,
+                                                   f"file {filename!r}"))
                           for filename, data in self._read_files()]
         arrays = [image.array for _, image in self._prepared]
         # One upload needs no copy: a view with the batch dimension.

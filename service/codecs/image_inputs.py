@@ -24,4 +24,5 @@ def image_batch(files: Sequence[bytes], card: ModelCard, max_pixels: int, where:
     """Each file through the card's pipeline, stacked; an error names the input and the image."""
     if not files:
         raise InvalidInput(f"{where}: no images")
-    return np.stack([prepare_image(data, card.raw["input"], max_pixels).array for data in files])
+    return np.stack([prepare_image(data, card.image_pipeline, max_pixels, f"{where}, image {i}").array
+                     for i, data in enumerate(files)])

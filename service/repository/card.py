@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from preprocessing.card import CardPipeline, PipelineError, pipeline_for
 from service.repository.servable import ModelCard, Signature, TensorSpec
 from service.repository.source import parse_version
 
@@ -85,6 +86,7 @@ def _from_card(raw: Any, signature: Signature, golden: dict[str, Any] | None, ex
             raise CardError(f"{CARD_FILE}: input.features lists {len(feature_names)} features but input "
                             f"{input_name!r} takes {width[0]}")
 
+    image_pipeline = _image_pipeline(input_) if input_kind == "image" else None
     class_names, class_names_es = _classes(raw.get("classes"), task)
     if class_names:
         width = signature.outputs[output_name].instance_shape
@@ -95,8 +97,16 @@ def _from_card(raw: Any, signature: Signature, golden: dict[str, Any] | None, ex
     return ModelCard(
         raw=raw, task=task, input_name=input_name, output_name=output_name, input_kind=input_kind,
         feature_names=feature_names, class_names=class_names, class_names_es=class_names_es,
-        golden=golden, extra_dir=extra_dir,
+        golden=golden, extra_dir=extra_dir, image_pipeline=image_pipeline,
     )
+
+
+def _image_pipeline(input_: dict[str, Any]) -> CardPipeline:
+    """Built once here: a card asking for preprocessing this server lacks must not load, not fail its uploads."""
+    try:
+        return pipeline_for(input_)
+    except PipelineError as exc:
+        raise CardError(f"{CARD_FILE}: input: {exc}") from None
 
 
 def _classes(raw: Any, task: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

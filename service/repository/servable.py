@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from preprocessing.card import CardPipeline
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -51,6 +53,7 @@ class ModelCard:
     class_names_es: tuple[str, ...] = ()         # the lesson's Spanish names, where the card has them
     golden: dict[str, Any] | None = None         # golden.json: inputs and the outputs they must give
     extra_dir: Path | None = None                # assets.extra, for plots
+    image_pipeline: CardPipeline | None = field(default=None, compare=False)  # for "image": built from the card
 
     @cached_property
     def value_range(self) -> tuple[float, float] | None:
