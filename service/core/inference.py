@@ -23,6 +23,8 @@ class InferenceCore:
             Batcher(config.batch_max_size, config.batch_max_wait_us, config.batch_queue_size, observe_queue)
             if config.batching else None
         )
+        if self.batcher is not None:
+            manager.add_unload_listener(self.batcher.release)  # an unloaded version's lanes must not keep it
 
     def servable(self, name: str, version: str | int | None = None, label: str | None = None) -> Servable:
         """The version a request names: by number, by label, or by default the highest served."""
