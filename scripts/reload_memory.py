@@ -5,7 +5,8 @@ saved with `model.export`) CYCLES times through the real loader, in this process
 requests on each version (through a Batcher with --batching), unloads it and prints the RSS.
 Each suspect can be switched on or off on its own, so its share can be read off separately:
 
-    .venv/bin/python scripts/reload_memory.py [--cycles 16] [--batching] [--golden] [--no-trim] [--keep-lanes]
+    .venv/bin/python scripts/reload_memory.py [--cycles 16] [--batching] [--golden] [--keep-lanes]
+                                              [--no-unload] [--reclaim full|collect|none]
 
 --golden writes a golden set next to the model, so the loader also compiles it to LiteRT.
 """
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +69,9 @@ def main() -> None:
     parser.add_argument("--golden", action="store_true", help="write a golden set, so LiteRT compiles")
     parser.add_argument("--keep-lanes", action="store_true", help="never release the Batcher's lanes")
     parser.add_argument("--no-unload", action="store_true", help="drop the Servable without unloading it")
-    parser.add_argument("--no-trim", action="store_true", help="no malloc_trim after an unload")
+    parser.add_argument("--reclaim", choices=("full", "collect", "none"), default="full",
+                        help="after an unload: gc.collect and malloc_trim (the server's way), gc.collect only, "
+                             "or nothing (Python's own collections only)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -98,10 +102,16 @@ def main() -> None:
             if batcher is not None and not args.keep_lanes:
                 batcher.release("big", cycle)
             del servable, signature
-            gc.collect() if args.no_trim else reclaim_memory()
+            started = time.perf_counter()
+            if args.reclaim == "full":
+                reclaim_memory()
+            elif args.reclaim == "collect":
+                gc.collect()
+            reclaim_ms = (time.perf_counter() - started) * 1e3
             shutil.rmtree(path)
             figures.append(rss_mb())
-            print(f"cycle {cycle:2d} ({backend}): {figures[-1]:6.0f} MB (+{figures[-1] - start:.0f})", flush=True)
+            print(f"cycle {cycle:2d} ({backend}): {figures[-1]:6.0f} MB (+{figures[-1] - start:.0f}), "
+                  f"reclaimed in {reclaim_ms:.0f} ms", flush=True)
         half = args.cycles // 2
         print(f"growth over {args.cycles} cycles: {figures[-1] - start:.0f} MB; over the last {half}: "
               f"{figures[-1] - figures[half - 1]:.0f} MB (one model: {WEIGHTS_MB:.1f} MB)")

@@ -71,7 +71,9 @@ def reclaim_memory() -> None:
     A SavedModel's Python objects form reference cycles, so its tensors wait for a full
     collection, which Python runs rarely. Freed, they stay in glibc's heaps (one arena per
     thread that loaded or served a model), so the worker's RSS would not shrink: malloc_trim
-    returns their free pages. It runs off the loop: trimming a 1 GB heap takes milliseconds.
+    returns their free pages. The collection holds the GIL wherever it runs (130-140 ms with
+    TensorFlow loaded, scripts/reload_memory.py), the pause Python's own full collections
+    take; the trim releases the GIL, so it runs off the loop.
     """
     gc.collect()
     trim = _malloc_trim()
