@@ -25,7 +25,7 @@ from service.repository.loader import LoadError, load_servable
 from service.repository.manager import AVAILABLE, END, LOADING, ModelManager, VersionState
 from service.repository.policy import ModelPolicies, PolicyFile, VersionPolicy, load_policies, parse_policies
 from service.repository.servable import ModelCard, Servable, Signature, TensorSpec
-from service.repository.source import ModelSource, scan
+from service.repository.source import ModelSource
 from service.repository.watcher import Watcher
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -113,7 +113,7 @@ class FakeLoader:
 
 
 def test_scan_finds_the_committed_models():
-    assert scan(MODELS) == {"fashion_mnist": [1, 2], "iris": [1], "linear": [1]}
+    assert ModelSource(MODELS).scan().versions() == {"fashion_mnist": [1, 2], "iris": [1], "linear": [1]}
 
 
 def test_scan_ignores_what_is_not_a_finished_version(base):
@@ -132,24 +132,24 @@ def test_scan_ignores_what_is_not_a_finished_version(base):
     add_fake_version(base, "with.dots-and_dashes", 2)
     (base / "README.md").write_text("not a model")
 
-    assert scan(base, settle_seconds=0) == {"linear": [1, 10], "with.dots-and_dashes": [2]}
+    assert ModelSource(base, 0).scan().versions() == {"linear": [1, 10], "with.dots-and_dashes": [2]}
 
 
 def test_scan_of_a_missing_base_is_empty(tmp_path):
-    assert scan(tmp_path / "nowhere") == {}
+    assert ModelSource(tmp_path / "nowhere").scan().versions() == {}
     assert ModelSource(tmp_path / "nowhere").scan().readable is False
 
 
 def test_scan_waits_until_a_version_has_settled(base):
     version = add_version(base, "linear", 1)
-    assert scan(base, settle_seconds=1) == {"linear": [1]}   # copytree keeps the old mtimes
+    assert ModelSource(base, 1).scan().versions() == {"linear": [1]}   # copytree keeps the old mtimes
 
     (version / "variables" / "variables.index").touch()       # as if still being written
-    assert scan(base, settle_seconds=1) == {}
+    assert ModelSource(base, 1).scan().versions() == {}
     old = time.time() - 5
     for path in [version, *version.rglob("*")]:
         os.utime(path, (old, old))
-    assert scan(base, settle_seconds=1) == {"linear": [1]}
+    assert ModelSource(base, 1).scan().versions() == {"linear": [1]}
 
 
 def test_source_accepts_a_version_whose_files_stopped_changing(base):
@@ -189,7 +189,7 @@ def test_scan_survives_unreadable_folders(base, monkeypatch, caplog):
 
     monkeypatch.setattr(source_module.os, "scandir", scandir)
     monkeypatch.setattr(source_module.os, "listdir", listdir)
-    assert scan(base, settle_seconds=0) == {"linear": [1]}
+    assert ModelSource(base, 0).scan().versions() == {"linear": [1]}
 
     source = ModelSource(base, settle_seconds=0)
     caplog.clear()
@@ -214,7 +214,7 @@ def test_scan_survives_a_folder_without_permissions(base):
             pass
         else:
             pytest.skip("running as root: chmod 000 does not stop reading (covered by the monkeypatched test)")
-        assert scan(base, settle_seconds=0) == {"linear": [1]}
+        assert ModelSource(base, 0).scan().versions() == {"linear": [1]}
     finally:
         folder.chmod(0o755)
 

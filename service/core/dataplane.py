@@ -52,6 +52,9 @@ class DataPlane:
             Batcher(config.batch_max_size, config.batch_max_wait_us, config.batch_queue_size, observe_queue)
             if config.batching else None
         )
+        if self.batcher is not None:
+            # A version's lanes hold it; they go when it does.
+            manager.add_unload_listener(self.batcher.release)
 
     # ----------------------------------------------------------------- lookup
 

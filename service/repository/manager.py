@@ -2,9 +2,12 @@
 
 One thread refreshes (at start-up, then the watcher); many request threads read. Readers never
 take a lock: every change builds a new immutable snapshot and swaps it in with one assignment,
-so a reader sees either the old or the new state of a model, never half of a change. A request
-that already holds a Servable keeps using it after its version is unloaded; Python frees the
-model when the last such request is done.
+so a reader sees either the old or the new state of a model, never half of a change.
+
+Unloading is explicit: once a version is out of the snapshot, the manager marks it unloaded
+(`Servable.unload()`), tells every unload listener (the Batcher closes its lanes), then collects
+the garbage and trims the heap. A request that already holds the Servable keeps using it; its
+memory goes when the last such request is done.
 
 Availability comes first, as in TensorFlow Serving's availability-preserving policy: a new
 version is loaded before the one it replaces is dropped, and a version that fails to load is
@@ -26,17 +29,21 @@ from service.repository.loader import LoadError, load_servable, scrub
 from service.repository.policy import ModelPolicies, PolicyFile
 from service.repository.servable import Servable
 from service.repository.source import Fingerprint, ModelOnDisk, ModelSource
+from service.runtime import reclaim_memory
 
 log = logging.getLogger(__name__)
 
 # TensorFlow Serving's version states (ModelVersionStatus.State), as its status API spells them.
-START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
-STATES = (START, LOADING, AVAILABLE, UNLOADING, END)
+# TensorFlow Serving also names START and UNLOADING; a version here is never seen in either.
+LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
+STATES = (LOADING, AVAILABLE, END)
 
 Loader = Callable[[str, int, Path], Servable]
 # Told about every load attempt: (model, version, seconds, error message or None). How the
 # server turns loads into metrics without this package knowing about Prometheus.
 LoadObserver = Callable[[str, int, float, str | None], None]
+# Told (model, version) when a version has been unloaded, to let go of anything it holds of it.
+UnloadListener = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,12 @@ class ModelManager:
         # Touched only under _refresh_lock.
         self._failed: dict[tuple[str, int], tuple[Fingerprint, str]] = {}
         self._ended: set[tuple[str, int]] = set()     # unloaded by policy while still on disk
+        self._unload_listeners: list[UnloadListener] = []
+
+    def add_unload_listener(self, listener: UnloadListener) -> None:
+        """Call `listener(name, version)` after each version is unloaded, in the refreshing thread."""
+        with self._refresh_lock:
+            self._unload_listeners.append(listener)
 
     # ----------------------------------------------------------------- refresh (one writer)
 
@@ -88,16 +101,20 @@ class ModelManager:
                 return
             if not result.readable:
                 return  # the source said why; a base folder that blinked must not unload everything
+            unloaded = False
             for name in sorted(set(self._snapshot) | set(result.models)):
                 try:
-                    self._refresh_model(name, result.models.get(name))
+                    unloaded |= self._refresh_model(name, result.models.get(name))
                 except Exception:
                     log.exception("model %r: refresh failed; keeping what is loaded", name)
+            if unloaded:
+                reclaim_memory()  # here, where no local of _refresh_model holds an unloaded version
 
-    def _refresh_model(self, name: str, disk: ModelOnDisk | None) -> None:
+    def _refresh_model(self, name: str, disk: ModelOnDisk | None) -> bool:
+        """Bring one model in line with the disk and the policy; True if a version was unloaded."""
         current = self._snapshot.get(name, _Model())
         if disk is not None and not disk.readable:
-            return
+            return False
         present = disk.present if disk is not None else frozenset()
         complete = disk.complete if disk is not None else {}
         loaded = dict(current.servables)
@@ -126,15 +143,27 @@ class ModelManager:
                     loaded[version] = servable
                     self._ended.discard((name, version))
 
-        for version in sorted(set(loaded) - wanted):
-            del loaded[version]
-            if version in present:
-                self._ended.add((name, version))
-                log.info("model %r version %d unloaded (version policy: %s)", name, version,
+        leaving = [loaded.pop(version) for version in sorted(set(loaded) - wanted)]
+        for servable in leaving:
+            if servable.version in present:
+                self._ended.add((name, servable.version))
+        self._publish(name, loaded)  # first out of the snapshot, so no new request gets what is unloaded
+        for servable in leaving:
+            self._unload(servable)
+            if servable.version in present:
+                log.info("model %r version %d unloaded (version policy: %s)", name, servable.version,
                          policy.for_model(name).version_policy.describe())
             else:
-                log.info("model %r version %d unloaded (its folder was removed)", name, version)
-        self._publish(name, loaded)
+                log.info("model %r version %d unloaded (its folder was removed)", name, servable.version)
+        return bool(leaving)
+
+    def _unload(self, servable: Servable) -> None:
+        servable.unload()
+        for listener in self._unload_listeners:
+            try:
+                listener(servable.name, servable.version)
+            except Exception:
+                log.exception("unload listener failed; unloading goes on")  # one holder must not keep the rest
 
     def _load(self, name: str, version: int, disk: ModelOnDisk | None, fingerprint: Fingerprint) -> Servable | None:
         assert disk is not None  # only versions found complete on disk are ever loaded

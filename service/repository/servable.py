@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -72,6 +73,21 @@ class Servable:
     default_signature: str = "serving_default"
     loaded_seconds: float = 0.0
     handle: Any = field(default=None, repr=False, compare=False)  # keeps the SavedModel's objects alive
+    _unloaded: threading.Event = field(default_factory=threading.Event, init=False, repr=False, compare=False)
+
+    @property
+    def unloaded(self) -> bool:
+        return self._unloaded.is_set()
+
+    def unload(self) -> None:
+        """Mark this version unloaded, once the manager no longer hands it out.
+
+        Nothing is torn down here: a request already running on this version must finish
+        correctly, so its TensorFlow and LiteRT objects go when the last holder lets go. What
+        this changes is that nobody may start holding it for longer than a request: the
+        Batcher runs it unbatched instead of giving it a new lane (and thread) to live in.
+        """
+        self._unloaded.set()
 
     def signature(self, name: str | None) -> Signature:
         from service.errors import NotFound

@@ -144,14 +144,6 @@ class ModelSource:
         self._problems = problems
 
 
-def scan(base_path: Path, settle_seconds: float = 1.0) -> dict[str, list[int]]:
-    """Model name -> sorted versions that are complete and settled (by their files' mtimes).
-
-    Never raises for unreadable folders: they are logged and left out.
-    """
-    return ModelSource(base_path, settle_seconds).scan().versions()
-
-
 def _inspect(version_path: Path) -> tuple[Fingerprint | None, float]:
     """The fingerprint and newest mtime of a finished SavedModel folder; (None, 0) if unfinished.
 
