@@ -32,7 +32,7 @@ from service.codecs.multipart import parse_multipart
 from service.errors import InvalidInput, PayloadTooLarge, ServingError
 from service.repository.servable import ModelCard, Servable, Signature, TensorSpec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FASHION_CARD = json.loads((ROOT / "models/fashion_mnist/1/assets.extra/model_card.json").read_text())
 FASHION_PIPELINE = pipeline_for(FASHION_CARD["input"])
 # No deadlines: on a busy 2-core machine a 1 ms example sometimes takes 300 ms.

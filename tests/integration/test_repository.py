@@ -28,7 +28,7 @@ from service.repository.servable import ModelCard, Servable, Signature, TensorSp
 from service.repository.source import ModelSource
 from service.repository.watcher import Watcher
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -36,7 +36,7 @@ from training.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx, write_idx
 from training.recipes import RECIPES, Hyperparameters
 from training.train import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "models"
 SHARED_FASHION = Path("/work/shared/datasets/fashion-mnist")  # the full data set, where present
 FASHION_SLICE = REPO / "tests" / "fixtures" / "fashion_mnist_test_500"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUN_LOCUST = ROOT / "loadtest" / "run_locust.py"
 BENCH = ROOT / "loadtest" / "bench.py"
 
