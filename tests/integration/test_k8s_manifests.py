@@ -243,7 +243,7 @@ def test_healthcheck_uses_the_readiness_route(app, container):
 def test_runtime_stage_copies_only_what_serves():
     copies = [rest for keyword, rest in runtime_stage() if keyword == "COPY"]
     sources = {token for rest in copies for token in rest.split()[:-1] if not token.startswith("--")}
-    assert sources <= {"/opt/venv", "pyproject.toml", "service/", "models/"}, sources
+    assert sources <= {"/opt/venv", "pyproject.toml", "service/", "preprocessing/", "models/"}, sources
     cmd = next(rest for keyword, rest in runtime_stage() if keyword == "CMD")
     assert cmd.startswith("["), "exec-form CMD: gunicorn is PID 1 and gets the signals"
     assert "service/gunicorn_conf.py" in cmd
