@@ -208,7 +208,7 @@ class FashionMnistPhotoV2(ImagePipeline):
     min_item: float = 0.01           # garment smaller than this share of the image: take the whole image
     highlight: float = 99.5          # percentile of the garment's contrast that becomes `top`...
     min_contrast: float = 32.0       # ...unless its contrast is smaller than this (no stretching of noise)
-    top: float = 220.0               # level of the garment's highlights (see README, "Real photos")
+    top: float = 220.0               # level of the garment's highlights (see docs/images.md)
     fill: float = 1.0                # long side of the garment's box, as a share of the frame
     resample: str = "lanczos"
 

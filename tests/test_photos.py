@@ -316,7 +316,8 @@ def test_augmentation_options_parse_and_refuse_nonsense():
 
 
 def test_augmented_batches_are_repeatable_and_refitted_to_the_frame(fashion_test_slice):
-    from training.augment import Augmentation, augment_batch, item_boxes
+    from preprocessing.geometry import item_boxes
+    from training.augment import Augmentation, augment_batch
 
     images = fashion_test_slice[0][:64]
     boxes = item_boxes(images)
@@ -342,7 +343,8 @@ def test_augment_option_is_refused_for_models_without_images(capsys):
 def test_every_augmentation_at_once_runs_and_repeats(fashion_test_slice):
     from dataclasses import fields
 
-    from training.augment import Augmentation, augment_batch, item_boxes
+    from preprocessing.geometry import item_boxes
+    from training.augment import Augmentation, augment_batch
 
     images = fashion_test_slice[0][:16].astype(np.float32)
     everything = Augmentation(**{f.name: 2.0 if f.name in ("rotate", "shift", "noise", "blur") else 0.5

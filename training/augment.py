@@ -1,6 +1,6 @@
 """Training-time augmentation for Fashion-MNIST, shaped by what the photo pipeline hands the model.
 
-A photo of a garment reaches the model through `service.codecs.images` (`fashion_mnist_photo`):
+A photo of a garment reaches the model through `preprocessing.pipelines` (`fashion_mnist_photo`):
 segmented, cropped, its long side fitted to the frame, light on black. What differs from
 Fashion-MNIST's product shots is what these augmentations imitate: the garment lies at an
 angle, is mirrored (every Fashion-MNIST shoe points left), is wider or narrower than a product
@@ -9,8 +9,10 @@ printed differently (levels, gamma), is blurred by the down-scaling, and loses p
 shadows or folds that the segmentation misses.
 
 The geometric part re-fits every transformed item the way the pipeline does: the bounding box
-of the transformed item is scaled so its long side fills `fill` of the frame, and centred. So
-a rotated or stretched garment looks as the pipeline would show it, not cut off or shrunk.
+of the transformed item (found by the pipeline's own `item_boxes`) is scaled so its long side
+fills `fill` of the frame, and centred, as `preprocessing.geometry.fit_box` places it (in
+TensorFlow, for whole batches; tests/integration/test_augment_geometry.py holds the two to the
+same boxes). So a rotated or stretched garment looks as the pipeline would show it.
 
 Everything runs on whole batches in TensorFlow (one projective transform per batch), seeded
 from the run's seed and the batch number: a run is repeatable.
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from preprocessing.geometry import item_boxes
 from training import TrainingError
 
 SIZE = 28
@@ -84,19 +87,6 @@ class Augmentation:
     def record(self) -> dict[str, Any]:
         """What the model card's training section records."""
         return asdict(self) if self.active else {}
-
-
-def item_boxes(images: np.ndarray, level: int = 0) -> np.ndarray:
-    """(N, 4) float32 boxes (left, top, right, bottom), exclusive ends, of the pixels above `level`."""
-    lit = images > level
-    cols, rows = lit.any(axis=1), lit.any(axis=2)
-    empty = ~cols.any(axis=1)
-    width = images.shape[2]
-    left = np.where(empty, 0, cols.argmax(axis=1))
-    right = np.where(empty, width, width - cols[:, ::-1].argmax(axis=1))
-    top = np.where(empty, 0, rows.argmax(axis=1))
-    bottom = np.where(empty, images.shape[1], images.shape[1] - rows[:, ::-1].argmax(axis=1))
-    return np.stack([left, top, right, bottom], axis=1).astype(np.float32)
 
 
 def augment_batch(images: Any, boxes: Any, aug: Augmentation, seed: Any) -> Any:

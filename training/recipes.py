@@ -137,7 +137,7 @@ def _photo_pipeline() -> dict[str, Any]:
     return FashionMnistPhotoV2().spec()
 
 
-# Chosen by measuring on the development photos (README, "Real photos").
+# Chosen by measuring on the development photos (docs/images.md).
 CNN_AUGMENTATION = Augmentation(flip=0.5, rotate=15, aspect=0.4, shear=0.15, fill=0.1, shift=1, clean=0.25)
 
 RECIPES: dict[str, Recipe] = {
