@@ -18,7 +18,7 @@ from preprocessing.pipelines import FashionMnistPhoto, FashionMnistPhotoV2
 from service.codecs.images import prepare_image
 from service.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 SCRIPT = ROOT / "scripts" / "photos.py"
 CARD_1 = json.loads((MODELS / "fashion_mnist/1/assets.extra/model_card.json").read_text())
@@ -177,7 +177,7 @@ def photo_hashes(count: int = 6) -> list[str]:
 def test_v2_is_deterministic_within_and_across_processes():
     first, second = photo_hashes(), photo_hashes()
     assert first == second
-    script = "import json, tests.test_photos as t; print(json.dumps(t.photo_hashes()))"
+    script = "import json, tests.integration.test_photos as t; print(json.dumps(t.photo_hashes()))"
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

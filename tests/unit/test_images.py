@@ -22,7 +22,7 @@ from preprocessing.pixels import quantile_u8
 from service.codecs.images import PreparedImage, prepare_image
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CARD_INPUT = json.loads((ROOT / "models/fashion_mnist/1/assets.extra/model_card.json").read_text())["input"]
 LIMIT = 40_000_000
 WHERE = "file 'upload.png'"
