@@ -8,7 +8,7 @@ the request line and header limits are answered by gunicorn itself, before the a
 request, as a small HTML page (`json=False`). Every answer is also checked for what must never
 be in one: a stack trace or a path on the server.
 
-Used by tests/test_reliability.py (one test per case) and `make reliability` (the table).
+Used by tests/integration/test_reliability.py (one test per case) and `make reliability` (the table).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ gunicorn serving the committed models (its address in place of 127.0.0.1:8501), 
 ```json block right after its block, when there is one, must equal the answer (both parsed as
 JSON). A `make` target must exist in the Makefile; a `python -m module` or a Python script must
 exist and accept --help; `docker` and `kubectl` commands (run by CI's scripts/docker_smoke.sh
-and checked by tests/test_k8s_manifests.py) must name files and compose profiles that exist.
+and checked by tests/integration/test_k8s_manifests.py) must name files and compose profiles that exist.
 Any other command fails the test: the documents hold no command nobody runs.
 """
 

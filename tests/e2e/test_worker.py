@@ -1,7 +1,7 @@
 """The gunicorn worker's own scheduling: connections spread over workers, served in turn, closed on stop.
 
-Its deadlines are tested end to end: slow clients in tests/test_faults.py, bodies that never
-come in the catalogue of tests/test_reliability.py."""
+Its deadlines are tested end to end: slow clients in tests/e2e/test_faults.py, bodies that never
+come in the catalogue of tests/integration/test_reliability.py."""
 
 from __future__ import annotations
 
