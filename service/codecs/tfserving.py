@@ -18,8 +18,6 @@ from service.repository.servable import ModelCard, Servable, Signature, TensorSp
 
 ROW = "row"
 COLUMNAR = "columnar"
-_PREDICT_KEYS = {"signature_name", "instances", "inputs"}
-_EXAMPLE_KEYS = {"signature_name", "context", "examples"}
 CLASSIFY, REGRESS = "classify", "regress"
 # The door's way to read the request's JSON body, called once, when the data plane needs it.
 BodyReader = Callable[[], Any]
@@ -38,32 +36,45 @@ def signature_name(body: dict[str, Any]) -> str | None:
     return name or None
 
 
-def _request_object(body: Any, allowed: set[str]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidInput(f"request body must be a JSON object, got {type(body).__name__}")
-    refuse_unknown_keys(body, allowed)
-    return body
+class _JsonRequest:
+    """A JSON object body with `keys` only, read when the data plane asks for its signature,
+    after the version is found: an unknown model is a 404 whatever the body."""
 
+    keys: frozenset[str]
 
-class PredictRequest:
-    """A `:predict` body, row (`instances`) or columnar (`inputs`). Read when the data plane asks
-    for its signature, after the version is found: an unknown model is a 404 whatever the body."""
-
-    def __init__(self, read_body: BodyReader, max_image_pixels: int) -> None:
+    def __init__(self, read_body: BodyReader) -> None:
         self._read_body = read_body
-        self.max_image_pixels = max_image_pixels
 
     @cached_property
     def body(self) -> dict[str, Any]:
-        body = _request_object(self._read_body(), _PREDICT_KEYS)
+        body = self._read_body()
+        if not isinstance(body, dict):
+            raise InvalidInput(f"request body must be a JSON object, got {type(body).__name__}")
+        refuse_unknown_keys(body, self.keys)
         signature_name(body)
-        if ("instances" in body) == ("inputs" in body):
-            raise InvalidInput("give exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+        self._check(body)
         return body
+
+    def _check(self, body: dict[str, Any]) -> None:
+        """What else the body's shape must satisfy before its values are read."""
 
     @property
     def signature_name(self) -> str | None:
         return signature_name(self.body)
+
+
+class PredictRequest(_JsonRequest):
+    """A `:predict` body, row (`instances`) or columnar (`inputs`)."""
+
+    keys = frozenset({"signature_name", "instances", "inputs"})
+
+    def __init__(self, read_body: BodyReader, max_image_pixels: int) -> None:
+        super().__init__(read_body)
+        self.max_image_pixels = max_image_pixels
+
+    def _check(self, body: dict[str, Any]) -> None:
+        if ("instances" in body) == ("inputs" in body):
+            raise InvalidInput("give exactly one of 'instances' (row format) or 'inputs' (columnar format)")
 
     @property
     def format(self) -> str:
@@ -125,22 +136,14 @@ def _columns(inputs: Any, names: list[str]) -> dict[str, Any]:
     return {names[0]: inputs}
 
 
-class ExamplesRequest:
+class ExamplesRequest(_JsonRequest):
     """A `:classify` or `:regress` body: `examples` (+ `context`) of the card's named features."""
 
+    keys = frozenset({"signature_name", "context", "examples"})
+
     def __init__(self, read_body: BodyReader, verb: str) -> None:
-        self._read_body = read_body
+        super().__init__(read_body)
         self.verb = verb
-
-    @cached_property
-    def body(self) -> dict[str, Any]:
-        body = _request_object(self._read_body(), _EXAMPLE_KEYS)
-        signature_name(body)
-        return body
-
-    @property
-    def signature_name(self) -> str | None:
-        return signature_name(self.body)
 
     def decode(self, signature: Signature, servable: Servable) -> dict[str, np.ndarray]:
         card = servable.card
