@@ -57,13 +57,13 @@ def on_starting(server: Any) -> None:
     else:
         path = _metrics_dir_created = tempfile.mkdtemp(prefix="model-server-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    # TensorFlow imported once here, before the workers fork, is shared by them instead of being
+    # TensorFlow (and scipy) imported once here, before the workers fork, is shared by them instead of being
     # imported by each: worker PSS 238 instead of 455 MiB with the committed models, and a
     # replacement worker starts sooner. Importing is safe before a fork; loading a model is not,
     # so models still load in each worker (service/wsgi.py).
-    from service.runtime import import_tensorflow
+    from service.runtime import import_shared_libraries
 
-    import_tensorflow()
+    import_shared_libraries()
     # And kept out of the collector: a collection writes to every object it visits, and each
     # page written in a worker becomes the worker's own copy. Frozen before the fork, the
     # import's 316,000 objects are never visited: worker PSS 230 -> 191 MiB, master 407 -> 368

@@ -9,7 +9,7 @@ from service.errors import InvalidInput
 
 
 def refuse_unknown_keys(obj: dict[str, Any], allowed: Collection[str], where: str | None = None) -> None:
-    unknown = sorted(set(obj) - set(allowed))
+    unknown = sorted(obj.keys() - allowed)
     if unknown:
         prefix = f"{where}: " if where else ""
         raise InvalidInput(f"{prefix}unknown key(s) {', '.join(map(repr, unknown))}; "

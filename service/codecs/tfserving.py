@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -41,26 +40,31 @@ class _JsonRequest:
     after the version is found: an unknown model is a 404 whatever the body."""
 
     keys: frozenset[str]
+    _body: dict[str, Any] | None = None
+    _signature_name: str | None = None
 
     def __init__(self, read_body: BodyReader) -> None:
         self._read_body = read_body
 
-    @cached_property
+    @property
     def body(self) -> dict[str, Any]:
-        body = self._read_body()
-        if not isinstance(body, dict):
-            raise InvalidInput(f"request body must be a JSON object, got {type(body).__name__}")
-        refuse_unknown_keys(body, self.keys)
-        signature_name(body)
-        self._check(body)
-        return body
+        if self._body is None:
+            body = self._read_body()
+            if not isinstance(body, dict):
+                raise InvalidInput(f"request body must be a JSON object, got {type(body).__name__}")
+            refuse_unknown_keys(body, self.keys)
+            self._signature_name = signature_name(body)
+            self._check(body)
+            self._body = body
+        return self._body
 
     def _check(self, body: dict[str, Any]) -> None:
         """What else the body's shape must satisfy before its values are read."""
 
     @property
     def signature_name(self) -> str | None:
-        return signature_name(self.body)
+        self.body  # noqa: B018 - read (and checked) on first use
+        return self._signature_name
 
 
 class PredictRequest(_JsonRequest):
