@@ -11,9 +11,7 @@ about it. All of it is off until configured, so a local `make serve` stays as si
 - CORS (`CORS_ORIGINS="https://app.example.com"` or `*`): off by default, so browsers keep
   other sites' pages from calling the API; listed origins get the CORS headers and their
   preflight (OPTIONS) requests are answered here. A preflight never carries credentials, so
-  OPTIONS needs no key. The headers themselves come from flask-cors (origin matching, the
-  allowed request headers, the exposed ones); its options are built once per policy, and the
-  policy is read per request, like the keys.
+  OPTIONS needs no key.
 - Debug: Flask reads FLASK_DEBUG when an app is created, and in debug mode it shows more of its
   errors; the server is never in debug mode, whatever the environment says.
 """
@@ -24,11 +22,10 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from flask_cors import core as cors
 
 from service.api.http import error_response
 from service.config import Config
@@ -38,8 +35,8 @@ log = logging.getLogger(__name__)
 REALM = "model-server"
 MIN_KEY_LENGTH = 16             # a short key is guessable; refuse to start with one
 # What a browser page may send and read across origins: what the API's clients use.
-CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "Inference-Header-Content-Length", "X-Request-ID")
-CORS_EXPOSE_HEADERS = ("Inference-Header-Content-Length", "X-Request-ID")
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Inference-Header-Content-Length, X-Request-ID"
+CORS_EXPOSE_HEADERS = "Inference-Header-Content-Length, X-Request-ID"
 CORS_MAX_AGE = "600"            # seconds a browser may cache a preflight answer
 
 
@@ -50,8 +47,6 @@ class Policy:
     key_digests: tuple[bytes, ...] = ()
     open_paths: tuple[str, ...] = ()
     cors_origins: frozenset[str] = frozenset()
-    # flask-cors's resolved options (None: CORS off); derived from cors_origins, so not compared.
-    cors: cors._ComputedCorsOptions | None = field(default=None, compare=False)
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
@@ -69,12 +64,10 @@ class Policy:
         bad = [origin for origin in origins if origin != "*" and "://" not in origin]
         if bad:
             raise ValueError(f"CORS_ORIGINS: origins look like https://host[:port] or '*': {', '.join(bad)}")
-        cors_origins = frozenset(origin.rstrip("/") for origin in origins)
         return cls(
             key_digests=tuple(_digest(key) for key in keys),
             open_paths=tuple(path.rstrip("/") or "/" for path in open_paths),
-            cors_origins=cors_origins,
-            cors=_cors_options(cors_origins) if cors_origins else None,
+            cors_origins=frozenset(origin.rstrip("/") for origin in origins),
         )
 
     @property
@@ -93,6 +86,14 @@ class Policy:
         for known in self.key_digests:
             matched |= hmac.compare_digest(digest, known)
         return matched
+
+    def allowed_origin(self, origin: str | None) -> str | None:
+        """The Access-Control-Allow-Origin value for `origin`, or None when it is not allowed."""
+        if not origin or not self.cors_origins:
+            return None
+        if "*" in self.cors_origins:
+            return "*"
+        return origin if origin in self.cors_origins else None
 
     def document(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Add the bearer scheme and the 401 answer to the OpenAPI operations that need a key."""
@@ -149,48 +150,35 @@ def _before() -> Response | None:
     return None
 
 
-def _cors_options(origins: frozenset[str]) -> cors._ComputedCorsOptions:
-    """flask-cors's options for these origins, through its own parser (DEFAULT_OPTIONS, then ours)."""
-    return cors.serialize_options({
-        **cors.DEFAULT_OPTIONS,
-        "origins": "*" if "*" in origins else sorted(origins),
-        "send_wildcard": True,        # '*' answers '*', not the caller's origin echoed back
-        "allow_headers": list(CORS_ALLOW_HEADERS),
-        "expose_headers": list(CORS_EXPOSE_HEADERS),
-        "max_age": CORS_MAX_AGE,
-        "supports_credentials": False,   # keys travel in Authorization, never in cookies
-        "always_send": False,         # no Origin, no CORS headers: not the list of allowed origins
-        "vary_header": False,         # _after varies every answer on Origin, allowed or not
-    })
-
-
 def _preflight(policy: Policy) -> Response | None:
-    """A CORS preflight from an allowed origin to an existing route: 204 with the CORS headers,
-    the methods being the route's own.
+    """A CORS preflight from an allowed origin to an existing route: 204 with the CORS headers.
 
     Anything else falls through to Flask's own OPTIONS answer (the route's Allow header, and
     no CORS headers, which is how a browser learns that the origin is not allowed)."""
-    if policy.cors is None or request.url_rule is None or "Access-Control-Request-Method" not in request.headers:
+    if request.url_rule is None or "Access-Control-Request-Method" not in request.headers:
         return None
-    route = replace(policy.cors, methods=", ".join(sorted(request.url_rule.methods or ())))
-    headers = cors.get_cors_headers(route, request.headers, request.method)
-    if cors.ACL_ORIGIN not in headers:
+    allowed = policy.allowed_origin(request.headers.get("Origin"))
+    if allowed is None:
         return None
-    return Response(status=204, headers=headers)
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Origin"] = allowed
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(sorted(request.url_rule.methods or ()))
+    response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+    response.headers["Access-Control-Max-Age"] = CORS_MAX_AGE
+    return response
 
 
 def _after(response: Response) -> Response:
     # Every answer, API or page: a browser must never guess a JSON error into HTML.
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     policy = _policy()
-    if policy.cors is None:
+    if not policy.cors_origins:
         return response
-    # The answer depends on Origin even when it carries no CORS headers: a shared cache must not
-    # hand an answer made for one origin to another. (flask-cors varies only when several origins
-    # can match, so its own Vary is off.)
-    response.vary.add("Origin")
-    if cors.ACL_ORIGIN not in response.headers:   # a preflight answer has them already
-        cors.set_cors_headers(response, policy.cors)
+    response.vary.add("Origin")  # the answer depends on Origin: caches must keep them apart
+    allowed = policy.allowed_origin(request.headers.get("Origin"))
+    if allowed is not None:
+        response.headers["Access-Control-Allow-Origin"] = allowed
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
     return response
 
 
