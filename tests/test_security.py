@@ -179,6 +179,8 @@ def test_cors_for_the_configured_origins(app, client):
         assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert preflight.headers["Access-Control-Allow-Methods"] == "OPTIONS, POST"
         assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+        assert preflight.headers["Access-Control-Max-Age"] == "600"
+        assert "Access-Control-Allow-Credentials" not in preflight.headers
         assert "Origin" in preflight.headers["Vary"]
 
         answer = client.post("/v1/models/iris:predict", json=SETOSA, headers={**BEARER, "Origin": "https://app.example"})
@@ -198,6 +200,28 @@ def test_cors_for_any_origin(app, client):
     with policy(app, cors_origins="*"):
         answer = client.get("/api/models", headers={"Origin": "https://anywhere.example"})
         assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert answer.headers["Access-Control-Expose-Headers"] == "Inference-Header-Content-Length, X-Request-ID"
+        assert "Access-Control-Allow-Credentials" not in answer.headers
+
+
+def test_cors_preflight_allows_the_headers_of_every_api(app, client):
+    with policy(app, cors_origins="https://app.example"):
+        preflight = client.options("/v2/models/iris/infer", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Inference-Header-Content-Length, X-Request-ID"})
+        assert preflight.status_code == 204
+        assert preflight.headers["Access-Control-Allow-Headers"] == \
+            "Authorization, Content-Type, Inference-Header-Content-Length, X-Request-ID"
+        assert preflight.get_data() == b""
+
+
+def test_cors_answers_vary_on_origin_even_without_cors_headers(app, client):
+    """A shared cache must not hand an answer made without CORS headers to an allowed origin."""
+    with policy(app, cors_origins="https://app.example"):
+        for headers in ({}, {"Origin": "https://evil.example"}, {"Origin": "https://app.example"}):
+            answer = client.get("/api/models", headers=headers)
+            assert answer.headers.getlist("Vary") == ["Origin"], headers
+        assert "Access-Control-Allow-Origin" not in client.get("/api/models").headers
 
 
 # --------------------------------------------------------------------------- debug and headers
