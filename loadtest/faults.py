@@ -16,7 +16,7 @@ Scenarios (each starts its own gunicorn, 2 workers, the way `make serve` runs it
                 latency, and how long each slow one stays connected
 
 The pytest suite runs worker-kill, unreadable and slow-clients (tests/e2e/test_faults.py); the
-SIGTERM and hot-reload behaviour is tested by tests/test_operations.py, so here they are only
+SIGTERM and hot-reload behaviour is tested by tests/e2e/test_operations.py, so here they are only
 measured. Every load request is checked (loadtest/locust_faults.py) and recorded.
 """
 

@@ -242,7 +242,7 @@ def bench_multipart(rounds: int) -> None:
     malformed = {"truncated": body[:-10],
                  "no Content-Disposition": body.replace(b"Content-Disposition", b"Content-Whatever"),
                  "no boundary anywhere": b"no boundary anywhere"}
-    print("\nmultipart: refuses the malformed bodies of tests/test_multipart.py")
+    print("\nmultipart: refuses the malformed bodies of tests/unit/test_multipart.py")
     for name, parse in parsers.items():
         print(f"  {name:<44} " + ", ".join(f"{case}: {'yes' if _refuses(parse, bad, content_type) else 'NO'}"
                                             for case, bad in malformed.items()))

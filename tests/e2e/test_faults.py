@@ -1,7 +1,7 @@
 """Faults under a locust load of 50 users, against real gunicorn: a worker killed, the models folder
 unreadable for a while, slow clients. The scenarios live in loadtest/faults.py (`make faults`
 runs them with their figures); SIGTERM to the master and publishing, corrupt and deleted versions
-under load are tested in tests/test_operations.py.
+under load are tested in tests/e2e/test_operations.py.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from service.ops import context, lifecycle, logs
 from service.repository.manager import ModelManager
 from tests.helpers.prometheus import samples, value
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETOSA = {"instances": [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4,
                          "petal_width_cm": 0.2}]}
 
@@ -438,7 +438,7 @@ def test_hot_reload_under_locust_load(gunicorn_factory, models_copy, tmp_path):
     records_file, locust_log = tmp_path / "records.json", tmp_path / "locust.log"
     with locust_log.open("wb") as log_handle:  # the child keeps its own copy of the descriptor
         locust = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "tests" / "locust_hot_reload.py"), "--headless",
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "tests" / "e2e" / "locust_hot_reload.py"), "--headless",
              "--host", server.url, "--users", "50", "--spawn-rate", "25", "--run-time", f"{RUN_SECONDS}s",
              "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "1", "--loglevel", "WARNING"],
             cwd=ROOT, env={**os.environ, "HOT_RELOAD_RECORDS": str(records_file)},

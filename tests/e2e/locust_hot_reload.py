@@ -1,4 +1,4 @@
-"""Locust users for tests/test_operations.py's hot reload test: iris through the friendly API.
+"""Locust users for tests/e2e/test_operations.py's hot reload test: iris through the friendly API.
 
 Every answer must be a 200 with a `version` and the right species, where the species name
 comes from that version's own card (version 2's card in the test names "setosa-v2"): an
