@@ -6,12 +6,17 @@ All at the pipeline's working size (about 128-160 px on the long side), on numpy
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from scipy.cluster.vq import kmeans2
 
 from preprocessing.pixels import corner_median, quantile_u8
+
+# A border colour that loses all its pixels keeps its centre (missing="warn"): expected, not news.
+warnings.filterwarnings("ignore", message="One of the clusters is empty", module="scipy.cluster.vq")
 
 
 def colour_features(rgb: np.ndarray, lum_weight: float) -> np.ndarray:
@@ -38,14 +43,9 @@ def background_colours(features: np.ndarray, strip: int, count: int, min_share: 
             break
         centres.append(pixels[farthest])
         np.minimum(closest, np.square(pixels - centres[-1]).sum(axis=1), out=closest)
-    means = np.array(centres, dtype=np.float32)
-    for _ in range(4):
-        assigned = nearest(pixels, means)[0]
-        sizes = np.bincount(assigned, minlength=len(means))
-        used = sizes > 0
-        for channel in range(means.shape[1]):
-            sums = np.bincount(assigned, weights=pixels[:, channel], minlength=len(means))
-            means[used, channel] = sums[used] / sizes[used]
+    # Four of Lloyd's steps from those centres; a centre left without pixels stays where it was.
+    means = kmeans2(pixels, np.array(centres, dtype=np.float32), iter=4, minit="matrix", missing="warn")[0]
+    means = means.astype(np.float32, copy=False)
     assigned = nearest(pixels, means)[0]
     border_share = np.bincount(assigned, minlength=len(means)) / len(pixels)
     height, width = features.shape[:2]
